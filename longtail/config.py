@@ -1,0 +1,292 @@
+"""Typed run configuration: YAML recipes, ``--set key=value`` overrides, "did you mean" errors.
+
+A config is a tree of dataclasses. YAML files give values; a file may start from another with
+``base: NAME`` (a shipped config name or a path relative to the file). Unknown keys are errors that
+name the key and suggest the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longtail.registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names it."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "digits"  # digits | cifar10 | cifar100 | folder | list
+    root: str | None = None  # cifar: torchvision root; folder: dir with train/ and test/
+    train_list: str | None = None  # list files "<relative path> <label>" (dataset: list)
+    test_list: str | None = None
+    val_list: str | None = None
+    download: bool = False  # cifar only: fetch the python batches when missing
+    profile: str = "exp"  # exp | step | none (keep the source as it is)
+    imbalance_ratio: float = 10.0  # n_max / n_min
+    max_per_class: int | None = None  # n_max; default: the largest class of the source
+    step_fraction: float = 0.5  # step profile: fraction of classes that keep n_max
+    subset_seed: int = 0  # which images the long-tailed subset keeps
+    val_per_class: int = 0  # balanced validation split carved from images the subset did not keep
+    test_per_class: int = 0  # digits only: balanced held-out test images per class
+    augment: str = "crop_flip"  # crop_flip | flip | none | imagenet
+    crop_padding: int = 4
+    image_size: int = 224  # large-image pipeline only
+    mean: list[float] | None = None  # default: per dataset
+    std: list[float] | None = None
+    cache_dir: str | None = None  # decode cache for image folders; default ~/.cache/longtail
+    in_memory: bool = True  # small images as uint8 tensors on the device
+    num_workers: int = 4  # DataLoader path only
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet32"
+    backbone_args: dict[str, Any] = field(default_factory=dict)
+    head: str = "linear"
+    head_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    name: str = "ce"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    warmup_epochs: float = 5.0  # linear warm-up from lr/warmup-steps to lr
+    schedule: str = "multistep"  # multistep | cosine | constant
+    milestones: list[int] = field(default_factory=lambda: [120, 160])
+    gamma: float = 0.01  # multistep factor at each milestone
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    seed: int = 0
+    sampler: str = "instance"
+    sampler_args: dict[str, Any] = field(default_factory=dict)
+    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast dtype; fp32 = off)
+    channels_last: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_every: int = 0  # evaluate on test every N epochs during training (0: only at the end)
+    log_every: int = 50  # steps between progress-bar loss updates (each one is a host sync)
+
+
+@dataclass
+class EvalConfig:
+    alpha: float | None = None  # TDE strength at test time; None: the head's own value
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a Config from plain dicts, with type checks and "did you mean" on unknown keys
+
+
+def _check_type(value: Any, annotation: str, key: str) -> Any:
+    """Coerce/validate a YAML value against a field annotation written as a string."""
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key '{key}' must not be null (expected {annotation})")
+    base = annotation.replace(" | None", "")
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' expects true/false, got {value!r}")
+    elif base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
+    elif base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' expects a number, got {value!r}")
+        value = float(value)
+    elif base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' expects a string, got {value!r}")
+    elif base.startswith("list"):
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+    elif base.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' expects a mapping, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{full}': {did_you_mean(key, list(fields))}")
+        factory = fields[key].default_factory
+        if isinstance(factory, type) and dataclasses.is_dataclass(factory):  # a sub-section
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{full}' expects a mapping, got {value!r}")
+            kwargs[key] = _build(factory, value, f"{full}.")
+        else:
+            kwargs[key] = _check_type(value, str(fields[key].type), full)
+    return cls(**kwargs)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    return _build(Config, values)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML files, shipped configs and overrides
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship inside the package (``longtail train NAME``)."""
+    folder = resources.files("longtail") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute():
+        candidate = relative_to / path
+        if candidate.exists():
+            return candidate
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    shipped = Path(str(resources.files("longtail") / "configs" / f"{stem}.yaml"))
+    if shipped.exists():
+        return shipped
+    if path.exists():
+        return path
+    raise ConfigError(
+        f"config '{name_or_path}' is neither a file nor a shipped config: "
+        f"{did_you_mean(stem, shipped_configs())}"
+    )
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not key.endswith(
+            "args"
+        ):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(name_or_path: str, relative_to: Path | None = None, _seen: tuple = ()) -> dict:
+    """Read a config file (following ``base:``) into a plain dict."""
+    path = _resolve_path(name_or_path, relative_to)
+    if path.resolve() in _seen:
+        raise ConfigError(f"config '{path}' includes itself through 'base:'")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config '{path}' is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config '{path}' must be a mapping of keys, got {type(values).__name__}")
+    base = values.pop("base", None)
+    if base is not None:
+        values = _merge(load_yaml(base, path.parent, _seen + (path.resolve(),)), values)
+    values.setdefault("name", path.stem)
+    return values
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value (e.g. train.epochs=5)")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    values = dict(values)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for k in keys[:-1]:
+            child = node.get(k)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[k] = child
+            node = child
+        node[keys[-1]] = value
+    return values
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """The quick-start config when no name is given; then ``--set`` overrides; then checks."""
+    values = load_yaml(name_or_path or "quickstart")
+    values = apply_overrides(values, overrides or [])
+    config = from_dict(values)
+    validate(config)
+    return config
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def validate(config: Config) -> None:
+    """Impossible values caught before any work starts."""
+    d, o, t = config.data, config.optim, config.train
+    checks = [
+        (d.imbalance_ratio >= 1, f"data.imbalance_ratio must be >= 1, got {d.imbalance_ratio}"),
+        (0 < d.step_fraction < 1, f"data.step_fraction must be in (0, 1), got {d.step_fraction}"),
+        (d.val_per_class >= 0, f"data.val_per_class must be >= 0, got {d.val_per_class}"),
+        (d.profile in ("exp", "step", "none"),
+         f"data.profile must be exp, step or none, got '{d.profile}'"),
+        (d.augment in ("crop_flip", "flip", "none", "imagenet"),
+         f"data.augment must be crop_flip, flip, none or imagenet, got '{d.augment}'"),
+        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
+        (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
+        (o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}"),
+        (o.schedule in ("multistep", "cosine", "constant"),
+         f"optim.schedule must be multistep, cosine or constant, got '{o.schedule}'"),
+        (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+        (t.precision in ("bf16", "fp16", "fp32"),
+         f"train.precision must be bf16, fp16 or fp32, got '{t.precision}'"),
+    ]
+    if d.max_per_class is not None:
+        checks.append((d.max_per_class >= 1,
+                       f"data.max_per_class must be >= 1, got {d.max_per_class}"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,140 @@
+"""Data: sources on disk -> long-tailed split -> batches on the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from longtail.config import DataConfig
+from longtail.data.longtail import LongTailSplit, make_split, shot_group
+from longtail.data.memory import InMemoryLoader
+from longtail.data.samplers import create_sampler
+from longtail.data.sources import (
+    DataError,
+    ImageSet,
+    check_readable,
+    load_cifar,
+    load_digits,
+    load_into_memory,
+    read_list_file,
+    scan_class_folder,
+)
+
+__all__ = ["DataBundle", "DataError", "ImageSet", "LongTailSplit", "build_data", "make_loader",
+           "make_split", "shot_group"]
+
+CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+DEFAULT_STATS = {
+    "cifar10": (CIFAR_MEAN, CIFAR_STD),
+    "cifar100": ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
+    "digits": ([0.3], [0.4]),
+    "folder": (IMAGENET_MEAN, IMAGENET_STD),
+    "list": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+
+@dataclass
+class DataBundle:
+    """Everything downstream needs: the three splits, class counts, normalisation."""
+
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+    split: LongTailSplit
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        return torch.tensor(self.split.counts, dtype=torch.int64)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train.images is not None
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of an input batch."""
+        if self.train.images is not None:
+            _, h, w, c = self.train.images.shape
+            return (c, h, w)
+        return (3, 0, 0)
+
+
+def _read_sources(cfg: DataConfig, seed: int) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+    """(training pool, test set, given validation set or None)."""
+    if cfg.dataset == "digits":
+        train, test = load_digits(cfg.test_per_class, seed)
+        return train, test, None
+    if cfg.root is None and cfg.dataset != "list":
+        raise DataError(f"data.root is required for dataset '{cfg.dataset}'")
+    if cfg.dataset in ("cifar10", "cifar100"):
+        train, test = load_cifar(cfg.dataset, cfg.root, cfg.download)
+        return train, test, None
+    cache = cfg.cache_dir or str(Path.home() / ".cache" / "longtail")
+    if cfg.dataset == "folder":
+        train = scan_class_folder(str(Path(cfg.root) / "train"))
+        test = scan_class_folder(str(Path(cfg.root) / "test"), classes=train.classes)
+        if cfg.in_memory:
+            train, test = load_into_memory(train, cache), load_into_memory(test, cache)
+        return train, test, None
+    if cfg.dataset == "list":
+        if cfg.train_list is None or cfg.test_list is None:
+            raise DataError("dataset 'list' needs data.train_list and data.test_list")
+        root = cfg.root or "."
+        train = read_list_file(cfg.train_list, root)
+        test = read_list_file(cfg.test_list, root, num_classes=train.num_classes)
+        val = read_list_file(cfg.val_list, root, train.num_classes) if cfg.val_list else None
+        for part in (train, test, val):
+            if part is not None:
+                check_readable(part.paths)
+        if cfg.in_memory:
+            train, test = load_into_memory(train, cache), load_into_memory(test, cache)
+            val = load_into_memory(val, cache) if val is not None else None
+        return train, test, val
+    raise DataError(f"unknown dataset '{cfg.dataset}': expected digits, cifar10, cifar100, "
+                    "folder or list")
+
+
+def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundle:
+    """Read the sources and apply the long-tailed split (a given ``split`` is reused as is, e.g.
+    from a run directory, so a resumed or re-evaluated run sees exactly the same images)."""
+    pool, test, given_val = _read_sources(cfg, cfg.subset_seed)
+    if split is None:
+        split = make_split(pool.labels, pool.num_classes, cfg.profile, cfg.imbalance_ratio,
+                           cfg.max_per_class, cfg.step_fraction,
+                           0 if given_val is not None else cfg.val_per_class, cfg.subset_seed)
+    train = pool.subset(split.train)
+    val = given_val if given_val is not None else (pool.subset(split.val) if len(split.val)
+                                                  else None)
+    mean, std = DEFAULT_STATS[cfg.dataset]
+    return DataBundle(train=train, val=val, test=test, split=split,
+                      mean=cfg.mean or mean, std=cfg.std or std)
+
+
+def make_loader(data: DataBundle, part: str, cfg: DataConfig, batch_size: int,
+                device: torch.device, train: bool = False, sampler: object | None = None,
+                seed: int = 0, channels_last: bool = False):  # noqa: ANN201
+    """Batches of ``part`` ('train', 'val', 'test') on ``device``; training batches are shuffled
+    by ``sampler`` and augmented."""
+    images: ImageSet = getattr(data, part)
+    if images.images is not None:
+        return InMemoryLoader(images.images, images.labels, batch_size, data.mean, data.std,
+                              device, augment=cfg.augment if train else "none",
+                              crop_padding=cfg.crop_padding, sampler=sampler, shuffle=train,
+                              channels_last=channels_last, seed=seed)
+    from longtail.data.loaders import DeviceLoader
+
+    return DeviceLoader(images, batch_size, train, device, cfg.image_size, data.mean, data.std,
+                        cfg.num_workers, sampler, seed, channels_last,
+                        augment=cfg.augment != "none")
+
+
+__all__ += ["create_sampler", "shot_group"]

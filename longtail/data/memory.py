@@ -1,0 +1,100 @@
+"""Small images as one uint8 tensor on the device, augmented a whole batch at a time.
+
+Random numbers come from a CPU generator seeded per epoch (so runs are reproducible and resumable
+on any device); the pixels never leave the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from longtail.data.samplers import InstanceSampler, epoch_generator
+
+
+class InMemoryLoader:
+    """Yields ``(images, labels)``: images float (B, C, H, W) normalized, labels int64."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,  # uint8 (N, H, W, C)
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        device: torch.device,
+        augment: str = "none",
+        crop_padding: int = 4,
+        sampler: object | None = None,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        channels_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.augment = augment
+        self.crop_padding = crop_padding
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.channels_last = channels_last
+        self.seed = seed
+        self.epoch = 0
+        self.sampler = sampler if sampler is not None else InstanceSampler(labels, 0)
+        channels = images.shape[-1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std have {len(mean)}/{len(std)} values, images have "
+                             f"{channels} channels")
+        # Fold /255 and the normalisation into one multiply-add.
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
+        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(
+            1, -1, 1, 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _num_indices(self) -> int:
+        return len(self.sampler) if self.shuffle else len(self.labels)
+
+    def __len__(self) -> int:
+        n = self._num_indices()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = epoch_generator(self.seed, self.epoch)
+        if self.shuffle:
+            order = self.sampler.indices(self.epoch, generator)
+        else:
+            order = torch.arange(len(self.labels))
+        order = order.to(self.device, non_blocking=True)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start: start + self.batch_size]
+            batch = self.images[idx]
+            if self.augment in ("crop_flip", "flip"):
+                batch = self._augment(batch, generator)
+            yield self._to_float(batch), self.labels[idx]
+
+    def _augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop with zero padding (as torchvision's RandomCrop(padding=p)) and horizontal
+        flip, for the whole batch in a few tensor ops. ``batch`` is uint8 (B, H, W, C)."""
+        b, h, w, _ = batch.shape
+        if self.augment == "crop_flip" and self.crop_padding > 0:
+            p = self.crop_padding
+            padded = torch.nn.functional.pad(batch, (0, 0, p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(self.device)
+            dx = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(self.device)
+            rows = (dy[:, None] + torch.arange(h, device=self.device))[:, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=self.device))[:, None, :]
+            batch = padded[torch.arange(b, device=self.device)[:, None, None], rows, cols]
+        flip = (torch.rand(b, generator=generator) < 0.5).to(self.device)
+        return torch.where(flip[:, None, None, None], batch.flip(2), batch)
+
+    def _to_float(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.permute(0, 3, 1, 2).float()  # NHWC storage == channels_last layout
+        x = x * self.scale + self.shift
+        if not self.channels_last:
+            x = x.contiguous()
+        return x

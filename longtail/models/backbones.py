@@ -1,0 +1,156 @@
+"""Backbones: images (N, C, H, W) -> features (N, D). Each exposes ``out_features`` (D).
+
+- ``resnet32``: the standard CIFAR ResNet-32 of LDAM and logit adjustment (3 stages × 5 basic
+  blocks, 16/32/64 channels, parameter-free "option A" shortcuts), 64-d feature.
+- ``resnet32_bbn``: the variant the TDE authors used (BBN's): the last stage's final block is
+  replaced by two parallel blocks whose pooled outputs are concatenated, 128-d feature.
+- ``small_cnn``: a few conv layers for 8×8 digits.
+- ``resnet50`` / ``resnext50_32x4d``: torchvision's, without their fc layer, 2048-d feature.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from longtail.registry import BACKBONES
+
+
+class BasicBlock(nn.Module):
+    """3×3 conv pair with a shortcut. ``shortcut='A'`` pads channels with zeros and subsamples
+    (He et al.'s CIFAR option, used by LDAM); ``'B'`` is a 1×1 conv + BN projection."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "A") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        self.pad = 0
+        if stride != 1 or in_planes != planes:
+            if shortcut == "A":
+                self.pad = planes - in_planes
+                self.shortcut = nn.MaxPool2d(1, stride)  # == x[:, :, ::2, ::2]
+            else:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = self.shortcut(x)
+        if self.pad:
+            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+def _stage(in_planes: int, planes: int, blocks: int, stride: int, shortcut: str) -> nn.Sequential:
+    layers = [BasicBlock(in_planes, planes, stride, shortcut)]
+    layers += [BasicBlock(planes, planes, 1, shortcut) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32×32 inputs; ``two_branch=True`` gives the BBN/TDE 128-d variant."""
+
+    def __init__(self, blocks: int = 5, in_channels: int = 3, two_branch: bool = False,
+                 shortcut: str = "A") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = _stage(16, 16, blocks, 1, shortcut)
+        self.layer2 = _stage(16, 32, blocks, 2, shortcut)
+        self.two_branch = two_branch
+        if two_branch:
+            # BBN: the shared trunk keeps blocks-1 blocks of stage 3; two parallel final blocks.
+            self.layer3 = _stage(32, 64, blocks - 1, 2, shortcut)
+            self.branch_a = BasicBlock(64, 64, 1, shortcut)
+            self.branch_b = BasicBlock(64, 64, 1, shortcut)
+            self.out_features = 128
+        else:
+            self.layer3 = _stage(32, 64, blocks, 2, shortcut)
+            self.out_features = 64
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        if self.two_branch:
+            a = F.adaptive_avg_pool2d(self.branch_a(x), 1).flatten(1)
+            b = F.adaptive_avg_pool2d(self.branch_b(x), 1).flatten(1)
+            return torch.cat([a, b], dim=1)
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+@BACKBONES.register("resnet32")
+def resnet32(in_channels: int = 3) -> CifarResNet:
+    return CifarResNet(5, in_channels)
+
+
+@BACKBONES.register("resnet32_bbn")
+def resnet32_bbn(in_channels: int = 3) -> CifarResNet:
+    return CifarResNet(5, in_channels, two_branch=True, shortcut="B")
+
+
+@BACKBONES.register("small_cnn")
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU layers and global pooling: enough for 8×8 digits in seconds."""
+
+    def __init__(self, in_channels: int = 1, width: int = 32, out_features: int = 64) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, out_features, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_features), nn.ReLU(inplace=True),
+        )
+        self.out_features = out_features
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+
+
+class TorchvisionTrunk(nn.Module):
+    """A torchvision ResNet with its fc removed (random init: nothing is downloaded)."""
+
+    def __init__(self, arch: str, in_channels: int = 3) -> None:
+        super().__init__()
+        from torchvision import models
+
+        net = getattr(models, arch)(weights=None)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.out_features = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@BACKBONES.register("resnet50")
+def resnet50(in_channels: int = 3) -> TorchvisionTrunk:
+    return TorchvisionTrunk("resnet50", in_channels)
+
+
+@BACKBONES.register("resnext50_32x4d")
+def resnext50_32x4d(in_channels: int = 3) -> TorchvisionTrunk:
+    return TorchvisionTrunk("resnext50_32x4d", in_channels)
+
+
+def create_backbone(name: str, in_channels: int = 3, **options: object) -> nn.Module:
+    return BACKBONES.create(name, in_channels=in_channels, **options)
