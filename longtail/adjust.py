@@ -39,8 +39,8 @@ def tau_normalize(weight: torch.Tensor, tau: float) -> torch.Tensor:
     """Kang et al.'s τ-norm: each class row ``w_c / ||w_c||^τ`` (methods.md §7).
 
     τ = 0 returns the weights unchanged, τ = 1 gives unit-norm rows; rows are the last dimension, so
-    a batch of weight matrices ``(..., C, D)`` works too. The classifier's bias is not an input: like
-    Kang et al., τ-normalised logits are ``x @ tau_normalize(W, τ).T`` with the bias dropped.
+    a batch of weight matrices ``(..., C, D)`` works too. The classifier's bias is not an input:
+    like Kang et al., τ-normalised logits are ``x @ tau_normalize(W, τ).T`` with the bias dropped.
     """
     if not tau >= 0.0:
         raise ValueError(f"tau_normalize: tau must be >= 0, got {tau}")
@@ -52,7 +52,7 @@ def tau_normalize(weight: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Per-class mean of the L2-normalised features, shape ``(num_classes, D)`` (methods.md §7, NCM).
+    """Per-class mean of the L2-normalised features, ``(num_classes, D)`` (methods.md §7, NCM).
 
     Raises if a class has no sample: its mean, hence its NCM score, would be undefined.
     """

@@ -71,6 +71,9 @@ class OptimConfig:
     schedule: str = "multistep"  # multistep | cosine | constant
     milestones: list[int] = field(default_factory=lambda: [120, 160])
     gamma: float = 0.01  # multistep factor at each milestone
+    # Linear scaling rule: when set, the lr used is lr × train.batch_size / lr_reference_batch
+    # (lr is then the lr at this global batch); null: lr as given.
+    lr_reference_batch: int | None = None
 
 
 @dataclass
@@ -85,11 +88,30 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 0  # evaluate on test every N epochs during training (0: only at the end)
     log_every: int = 50  # steps between progress-bar loss updates (each one is a host sync)
+    sync_batchnorm: bool = False  # torchrun on CUDA: BatchNorm statistics over the global batch
 
 
 @dataclass
 class EvalConfig:
     alpha: float | None = None  # TDE strength at test time; None: the head's own value
+
+
+@dataclass
+class Stage2Config:
+    """Decoupling stage 2 on a frozen stage-1 backbone (methods.md §7; ``longtail.decouple``)."""
+
+    method: str | None = None  # crt | lws | tau_norm | ncm; None: an ordinary (stage-1) run
+    init: str | None = None  # stage-1 run directory (``train --init``); recorded when resolved
+    epochs: int = 10  # crt / lws (Kang et al.: 10)
+    batch_size: int = 512
+    lr: float = 0.2  # SGD, cosine to 0, no warm-up (Kang et al.: 0.2 at batch 512)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    sampler: str = "class_balanced"
+    sampler_args: dict[str, Any] = field(default_factory=dict)
+    augment: bool = False  # false: features computed once; true: frozen backbone pass per step
+    tau: float | None = None  # tau_norm: None = chosen on the validation split over 0, 0.1, .., 2
+    seed: int | None = None  # None: the stage-1 run's train.seed
 
 
 @dataclass
@@ -101,6 +123,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -215,9 +238,10 @@ def load_yaml(name_or_path: str, relative_to: Path | None = None, _seen: tuple =
     if not isinstance(values, dict):
         raise ConfigError(f"config '{path}' must be a mapping of keys, got {type(values).__name__}")
     base = values.pop("base", None)
+    # Before merging: a file's own stem names it, not the stem of the file it starts from.
+    values.setdefault("name", path.stem)
     if base is not None:
         values = _merge(load_yaml(base, path.parent, _seen + (path.resolve(),)), values)
-    values.setdefault("name", path.stem)
     return values
 
 
@@ -277,6 +301,8 @@ def validate(config: Config) -> None:
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
         (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
         (o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}"),
+        (o.lr_reference_batch is None or o.lr_reference_batch >= 1,
+         f"optim.lr_reference_batch must be >= 1 or null, got {o.lr_reference_batch}"),
         (o.schedule in ("multistep", "cosine", "constant"),
          f"optim.schedule must be multistep, cosine or constant, got '{o.schedule}'"),
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),

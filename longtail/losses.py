@@ -2,13 +2,13 @@
 
 Every loss is an ``nn.Module`` registered in ``LOSSES`` and called as ``loss(logits, targets)`` with
 logits ``(N, C)`` (any float dtype; computed in float32 so bf16 autocast is safe) and int64 targets
-``(N,)``; it returns the scalar mean loss. Losses that need the training class counts ask for them by
-naming a ``class_counts`` parameter: ``LOSSES.create`` passes them from the training split.
+``(N,)``; it returns the scalar mean loss. Losses that need the training class counts ask for them
+by naming a ``class_counts`` parameter: ``LOSSES.create`` passes them from the training split.
 
-Nothing in a forward pass reads a tensor value on the host (no ``.item()``, no branching on data), so
-a training step stays free of device syncs. Per-class quantities (priors, margins, weights) are
-computed once at construction and kept as non-persistent buffers: they follow ``.to(device)`` but are
-not written into checkpoints, since they are re-derived from the class counts.
+Nothing in a forward pass reads a tensor value on the host (no ``.item()``, no branching on data),
+so a training step stays free of device syncs. Per-class quantities (priors, margins, weights) are
+computed once at construction and kept as non-persistent buffers: they follow ``.to(device)`` but
+are not written into checkpoints, since they are re-derived from the class counts.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from torch import nn
 
 from longtail.registry import LOSSES
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Class counts: validation and derived per-class quantities
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _check_counts(class_counts: Any, who: str, num_classes: int | None = None) -> torch.Tensor:
@@ -38,7 +38,9 @@ def _check_counts(class_counts: Any, who: str, num_classes: int | None = None) -
         raise ValueError(f"{who} needs class counts from the training split")
     counts = torch.as_tensor(class_counts).detach().to(torch.float64)
     if counts.ndim == 0 or counts.shape[-1] == 0:
-        raise ValueError(f"{who}: class_counts must list one count per class, got {counts.tolist()}")
+        raise ValueError(
+            f"{who}: class_counts must list one count per class, got {counts.tolist()}"
+        )
     if num_classes is not None and counts.shape[-1] != num_classes:
         raise ValueError(
             f"{who}: class_counts has {counts.shape[-1]} entries but num_classes is {num_classes}"
@@ -107,7 +109,9 @@ class _CountsLoss(nn.Module):
         super().__init__()
         counts = _check_counts(class_counts, self.who, num_classes)
         if counts.ndim != 1:
-            raise ValueError(f"{self.who}: class_counts must be 1-D, got shape {tuple(counts.shape)}")
+            raise ValueError(
+                f"{self.who}: class_counts must be 1-D, got shape {tuple(counts.shape)}"
+            )
         self.num_classes = counts.numel()
         self.register_buffer("class_counts", counts.to(torch.float32), persistent=False)
 
@@ -138,9 +142,9 @@ def _focal_terms(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> t
     return -modulator * log_p
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Losses
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 @LOSSES.register("ce")
@@ -187,7 +191,7 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
 
 @LOSSES.register("focal")
 class FocalLoss(nn.Module):
-    """Softmax focal loss ``−(1 − p_y)^γ log p_y`` averaged over the batch; γ = 0 is cross-entropy."""
+    """Softmax focal loss ``−(1 − p_y)^γ log p_y``, batch mean (methods.md §7); γ = 0 is CE."""
 
     def __init__(self, gamma: float = 2.0) -> None:
         super().__init__()
@@ -208,9 +212,9 @@ class ClassBalancedLoss(_CountsLoss):
     ``loss = mean_i w_{y_i} · ℓ(x_i, y_i)`` with ``w_c = (1 − β)/(1 − β^{n_c})`` normalised so that
     ``Σ_c w_c = C``, and the batch reduction a plain mean over the N samples (as Cui et al.; not
     ``Σ w ℓ / Σ w``, which would undo the weighting's scale). ``base="softmax"``: ℓ is softmax
-    cross-entropy. ``base="focal"``: ℓ is the *softmax* focal loss with ``gamma``; Cui et al.'s focal
-    variant used the sigmoid (one-vs-all) focal loss, we keep softmax so every loss here shares one
-    output layer.
+    cross-entropy. ``base="focal"``: ℓ is the *softmax* focal loss with ``gamma``; Cui et al.'s
+    focal variant used the sigmoid (one-vs-all) focal loss, we keep softmax so every loss here
+    shares one output layer.
     """
 
     loss_name = "class_balanced"
@@ -243,12 +247,13 @@ class ClassBalancedLoss(_CountsLoss):
 
 @LOSSES.register("ldam")
 class LDAMLoss(_CountsLoss):
-    """LDAM loss of Cao et al. (NeurIPS 2019), optionally with deferred re-weighting (methods.md §7).
+    """LDAM loss of Cao et al. (NeurIPS 2019), optionally with deferred re-weighting (§7).
 
     Margins ``Δ_c = max_margin · n_c^{-1/4} / max_c' n_{c'}^{-1/4}`` (the rarest class gets
     ``max_margin``). The loss is cross-entropy on ``scale · (f(x) − Δ_y e_y)``: the true-class logit
-    is lowered by its margin. LDAM assumes logits of cosine-like range (the original uses a normalised
-    linear head, features and weights L2-normalised), which is why they are multiplied by ``scale``.
+    is lowered by its margin. LDAM assumes logits of cosine-like range (the original uses a
+    normalised linear head, features and weights L2-normalised), hence the multiplication by
+    ``scale``.
 
     DRW: from epoch ``drw_epoch`` on (0-based, set by the trainer through ``set_epoch``) the
     cross-entropy is weighted by ``class_balanced_weights(class_counts, drw_beta)`` with PyTorch's
@@ -270,9 +275,12 @@ class LDAMLoss(_CountsLoss):
         _check_positive(max_margin, self.who, "max_margin")
         _check_positive(scale, self.who, "scale")
         _check_beta(drw_beta, self.who, "drw_beta")
-        if drw_epoch is not None and (isinstance(drw_epoch, bool) or int(drw_epoch) != drw_epoch
-                                      or drw_epoch < 0):
-            raise ValueError(f"{self.who}: drw_epoch must be None or an epoch >= 0, got {drw_epoch}")
+        if drw_epoch is not None and (
+            isinstance(drw_epoch, bool) or int(drw_epoch) != drw_epoch or drw_epoch < 0
+        ):
+            raise ValueError(
+                f"{self.who}: drw_epoch must be None or an epoch >= 0, got {drw_epoch}"
+            )
         self.max_margin, self.scale = float(max_margin), float(scale)
         self.drw_epoch = None if drw_epoch is None else int(drw_epoch)
         self.drw_beta = float(drw_beta)
@@ -310,17 +318,18 @@ class EqualizationLoss(_CountsLoss):
 
         loss = −f_y + log Σ_j w_j e^{f_j},   w_j = 1 − β_j · T(π_j) · (1 − [j = y])
 
-    with ``T(π_j) = 1`` when the class prior ``π_j < freq_threshold`` (a tail class) and 0 otherwise,
-    and ``β_j ~ Bernoulli(exclude_prob)`` drawn per (sample, class). So the logits of tail classes
-    other than y are dropped from the softmax denominator and receive no discouraging (negative)
-    gradient from samples of other classes; the true class is never dropped. Tan et al.'s
+    with ``T(π_j) = 1`` when the class prior ``π_j < freq_threshold`` (a tail class) and 0
+    otherwise, and ``β_j ~ Bernoulli(exclude_prob)`` drawn per (sample, class). So the logits of
+    tail classes other than y are dropped from the softmax denominator and receive no discouraging
+    (negative) gradient from samples of other classes; the true class is never dropped. Tan et al.'s
     foreground indicator E(r) is always 1 in classification (no background class). The default
     ``exclude_prob = 1`` makes the exclusion deterministic; Tan et al.'s image-classification runs
     kept a random fraction of the negative terms (``exclude_prob < 1``).
 
     ``freq_threshold`` (λ) is an absolute frequency. Default 3e-3: on CIFAR-100-LT r = 100
-    (10,847 images) it marks classes with ≤ 32 images as tail (41 of 100). On CIFAR-10-LT every prior
-    is ≥ 4e-3 for r ≤ 100, so the default excludes nothing there (a warning says so): use about 1e-2.
+    (10,847 images) it marks classes with ≤ 32 images as tail (41 of 100). On CIFAR-10-LT every
+    prior is ≥ 4e-3 for r ≤ 100, so the default excludes nothing there (a warning says so): use
+    about 1e-2.
     """
 
     loss_name = "eql"

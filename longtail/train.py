@@ -137,9 +137,13 @@ def build_loss(config: Config, data: DataBundle, device: torch.device) -> torch.
     return LOSSES.create(config.loss.name, context=context, **config.loss.args).to(device)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
+                    batch_size: int | None = None) -> torch.optim.Optimizer:
+    """SGD; with ``optim.lr_reference_batch`` the lr scales linearly with the global batch."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+    lr = cfg.lr * batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch and batch_size \
+        else cfg.lr
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
 
 
@@ -153,7 +157,16 @@ def load_split(run_dir: Path) -> LongTailSplit:
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           device: str | None = None, progress: bool = True) -> dict:
-    """Train ``config`` into ``run_dir``; return the final test metrics."""
+    """Train ``config`` into ``run_dir``; return the final test metrics.
+
+    Under ``torchrun`` every process calls this: it joins the process group for the run and leaves
+    it at the end; rank 0 writes the run directory and returns the metrics, the others return {}."""
+    with dist.process_group(resolve_device(device or config.train.device)):
+        return _train(config, run_dir, resume, overwrite, device, progress)
+
+
+def _train(config: Config, run_dir: str | Path, resume: bool, overwrite: bool,
+           device: str | None, progress: bool) -> dict:
     run_dir = Path(run_dir)
     if dist.is_main_process():
         prepare_run_dir(run_dir, resume, overwrite)
@@ -164,7 +177,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
     torch.manual_seed(tcfg.seed)
 
     split = load_split(run_dir) if resume and (run_dir / "split.json").exists() else None
-    data = build_data(config.data, split)
+    with dist.main_process_first():  # one process fills download/decode caches
+        data = build_data(config.data, split)
     if dist.is_main_process() and not resume:
         save_config(config, run_dir / "config.yaml")
         write_json({"seed": config.data.subset_seed, "classes": data.train.classes,
@@ -178,14 +192,14 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
     sampler = create_sampler(tcfg.sampler, data.train.labels, data.num_classes, tcfg.epochs,
                              **tcfg.sampler_args)
     sampler = dist.shard_sampler(sampler)
-    loader = make_loader(data, "train", config.data, tcfg.batch_size // dist.world_size(), dev,
+    loader = make_loader(data, "train", config.data, dist.per_process_batch(tcfg.batch_size), dev,
                          train=True, sampler=sampler, seed=tcfg.seed,
                          channels_last=tcfg.channels_last)
-    optimizer = build_optimizer(model, config.optim)
+    optimizer = build_optimizer(model, config.optim, tcfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(config.optim, tcfg.epochs, len(loader)))
     scaler = torch.amp.GradScaler(dev.type, enabled=tcfg.precision == "fp16")
-    train_model = dist.wrap_model(model)
+    train_model = dist.wrap_model(model, sync_batchnorm=tcfg.sync_batchnorm)
 
     start_epoch = 0
     ckpt_path = run_dir / "checkpoints" / "last.pt"
@@ -229,6 +243,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
             if progress and tcfg.log_every and step % tcfg.log_every == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")  # logging sync only
         elapsed = time.perf_counter() - started
+        dist.average_batchnorm_stats(model)  # before evaluating or saving: one model everywhere
         loss_sum, correct, seen_t = dist.all_reduce_sum(loss_sum, correct,
                                                         torch.tensor(seen, device=dev))
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
@@ -239,14 +254,19 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
             metrics = evaluate_model(model, data, config, dev, "test")
             row.update({f"test_{k}": metrics[k] for k in ("top1", "many", "medium", "few")})
         if dist.is_main_process():
+            # Log first: a kill between the two leaves a line that resume truncates, never a
+            # checkpointed epoch without its line.
+            log.write(row)
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                              "epoch": epoch + 1, "config": config.to_dict()}, ckpt_path)
-            log.write(row)
         dist.barrier()
     bar.close()
     if log is not None:
         log.close()
+    replicas = dist.check_replicas(model)  # raises if the processes' models differ
+    if replicas and dist.is_main_process():
+        print(f"longtail: {replicas}", flush=True)
     return evaluate_run(run_dir, device=str(dev), model=model, data=data, config=config)
 
 
@@ -292,7 +312,8 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
             raise ValueError(f"--alpha: head '{config.model.head}' has no TDE strength α")
         model.head.alpha = alpha
     out_dir = run_dir / "eval"
-    out_dir.mkdir(exist_ok=True)
+    if dist.is_main_process():
+        out_dir.mkdir(exist_ok=True)
     results = {}
     for part in ("test", "val"):
         if getattr(data, part) is None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from longtail import distributed as dist
 from longtail.data.samplers import InstanceSampler, TorchSampler
 from longtail.data.sources import ImageSet, _decode
 
@@ -46,7 +47,11 @@ class PathDataset(Dataset):
 
 
 class DeviceLoader:
-    """A DataLoader whose batches land on ``device`` (pinned memory, non-blocking copies)."""
+    """A DataLoader whose batches land on ``device`` (pinned memory, non-blocking copies).
+
+    Under torchrun a training ``sampler`` is already this process's shard
+    (``distributed.shard_sampler``); an evaluation loader runs this process's positions of the set
+    (``distributed.eval_positions``, reassembled by ``distributed.gather_outputs``)."""
 
     def __init__(self, images: ImageSet, batch_size: int, train: bool, device: torch.device,
                  image_size: int, mean: list[float], std: list[float], num_workers: int = 4,
@@ -57,10 +62,14 @@ class DeviceLoader:
         transform = imagenet_transforms(train and augment, image_size, mean, std)
         self.sampler = TorchSampler(sampler or InstanceSampler(images.labels, 0), seed) if train \
             else None
+        order = self.sampler if train else dist.eval_positions(len(images)).tolist()
+        # Worker seeds (hence random crops) from (seed, rank): reproducible, and different on
+        # every process, which otherwise all start from the same global RNG state.
+        workers_rng = torch.Generator().manual_seed(seed * 1_000_003 + dist.rank())
         self.loader = DataLoader(
-            PathDataset(images, transform), batch_size=batch_size, sampler=self.sampler,
+            PathDataset(images, transform), batch_size=batch_size, sampler=order,
             shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda",
-            drop_last=False, persistent_workers=num_workers > 0,
+            drop_last=False, persistent_workers=num_workers > 0, generator=workers_rng,
         )
 
     def set_epoch(self, epoch: int) -> None:

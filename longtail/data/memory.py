@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 
 from longtail.data.samplers import InstanceSampler, epoch_generator
+from longtail.distributed import eval_positions
 
 
 class InMemoryLoader:
@@ -57,7 +58,7 @@ class InMemoryLoader:
         self.epoch = epoch
 
     def _num_indices(self) -> int:
-        return len(self.sampler) if self.shuffle else len(self.labels)
+        return len(self.sampler) if self.shuffle else len(eval_positions(len(self.labels)))
 
     def __len__(self) -> int:
         n = self._num_indices()
@@ -68,7 +69,9 @@ class InMemoryLoader:
         if self.shuffle:
             order = self.sampler.indices(self.epoch, generator)
         else:
-            order = torch.arange(len(self.labels))
+            # Under torchrun: this process's share of the set (distributed.gather_outputs
+            # reassembles it); in one process: every image in order.
+            order = eval_positions(len(self.labels))
         order = order.to(self.device, non_blocking=True)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start: start + self.batch_size]
@@ -81,15 +84,20 @@ class InMemoryLoader:
         """Random crop with zero padding (as torchvision's RandomCrop(padding=p)) and horizontal
         flip, for the whole batch in a few tensor ops. ``batch`` is uint8 (B, H, W, C)."""
         b, h, w, _ = batch.shape
+        # Under torchrun this batch holds positions rank::world of the global batch (a
+        # distributed.ShardedSampler): draw for the whole global batch and keep those rows, so the
+        # crops equal a one-process run's and no two processes repeat the same draws.
+        rank, world = getattr(self.sampler, "shard", (0, 1))
+        n = b * world
         if self.augment == "crop_flip" and self.crop_padding > 0:
             p = self.crop_padding
             padded = torch.nn.functional.pad(batch, (0, 0, p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(self.device)
-            dx = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(self.device)
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)[rank::world].to(self.device)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)[rank::world].to(self.device)
             rows = (dy[:, None] + torch.arange(h, device=self.device))[:, :, None]
             cols = (dx[:, None] + torch.arange(w, device=self.device))[:, None, :]
             batch = padded[torch.arange(b, device=self.device)[:, None, None], rows, cols]
-        flip = (torch.rand(b, generator=generator) < 0.5).to(self.device)
+        flip = (torch.rand(n, generator=generator) < 0.5)[rank::world].to(self.device)
         return torch.where(flip[:, None, None, None], batch.flip(2), batch)
 
     def _to_float(self, batch: torch.Tensor) -> torch.Tensor:

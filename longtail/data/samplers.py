@@ -2,7 +2,16 @@
 
 A sampler is built from the training labels and answers ``indices(epoch, generator)`` with a 1-D
 int64 tensor of positions into the training set. The same object serves the in-memory path and
-the DataLoader path (``as_torch_sampler``).
+the DataLoader path (``TorchSampler``). Every sampler returns the *global* index list of the epoch
+and draws only from the generator it is given, so ranks that share the seed agree on the list and
+``distributed.shard_sampler`` can split it.
+
+Class-aware samplers (Kang et al., ICLR 2020; methods.md §7) draw with replacement in two steps:
+a class ``c`` with probability ``p_c``, then an image of ``c`` uniformly. With ``n_c`` images in
+class ``c``, ``p_c ∝ n_c^q``: ``q = 1`` is instance-balanced (in expectation), ``q = 1/2``
+square-root, ``q = 0`` class-balanced; "progressive" mixes the ``q = 1`` and ``q = 0``
+distributions, moving linearly from the first to the second over training. An epoch keeps
+``len(labels)`` draws so it has the usual number of steps.
 """
 
 from __future__ import annotations
@@ -27,8 +36,86 @@ class InstanceSampler:
         return torch.randperm(len(self.labels), generator=generator)
 
 
+class ClassAwareSampler:
+    """Base of the class-aware samplers: subclasses define ``class_probabilities(epoch)``."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
+        labels = torch.as_tensor(labels).cpu().long()  # CPU: the generator is a CPU generator
+        if labels.ndim != 1 or len(labels) == 0:
+            raise ValueError(f"sampler: expected a non-empty 1-D label tensor, got shape "
+                             f"{tuple(labels.shape)}")
+        num_classes = max(num_classes, int(labels.max()) + 1)
+        self.labels = labels
+        self.num_classes = num_classes
+        self.counts = torch.bincount(labels, minlength=num_classes)
+        # Positions of each class's images, contiguous: class c owns order[starts[c]:+counts[c]].
+        self.order = torch.argsort(labels, stable=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def power_probabilities(self, power: float) -> torch.Tensor:
+        """``p_c ∝ n_c^power`` over the classes that have images (an empty class gets 0)."""
+        counts = self.counts.double()
+        weights = torch.where(counts > 0, counts.pow(power), torch.zeros_like(counts))
+        return weights / weights.sum()
+
+    def class_probabilities(self, epoch: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.labels)
+        classes = torch.multinomial(self.class_probabilities(epoch), n, replacement=True,
+                                    generator=generator)
+        # Uniform image within the drawn class: floor(u · n_c), clamped against u rounding to 1.
+        counts = self.counts[classes]
+        offset = (torch.rand(n, generator=generator, dtype=torch.float64) * counts).long()
+        offset = torch.minimum(offset, counts - 1)
+        return self.order[self.starts[classes] + offset]
+
+
+@SAMPLERS.register("class_balanced")
+class ClassBalancedSampler(ClassAwareSampler):
+    """A class uniformly, then one of its images uniformly (Kang et al.'s class-balanced)."""
+
+    def class_probabilities(self, epoch: int) -> torch.Tensor:
+        return self.power_probabilities(0.0)
+
+
+@SAMPLERS.register("square_root")
+class SquareRootSampler(ClassAwareSampler):
+    """``p_c ∝ n_c^power`` (``power = 1/2``: square-root sampling; any ``power >= 0`` works)."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, power: float = 0.5) -> None:
+        super().__init__(labels, num_classes)
+        if not power >= 0:
+            raise ValueError(f"square_root sampler: power must be >= 0, got {power}")
+        self.power = float(power)
+
+    def class_probabilities(self, epoch: int) -> torch.Tensor:
+        return self.power_probabilities(self.power)
+
+
+@SAMPLERS.register("progressive")
+class ProgressiveSampler(ClassAwareSampler):
+    """``p_c(t) = (1 − t/T)·p_c^IB + (t/T)·p_c^CB`` with ``t`` the epoch (from 0) and ``T`` the
+    number of epochs: instance-balanced at the start, nearly class-balanced at the end."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, epochs: int) -> None:
+        super().__init__(labels, num_classes)
+        if epochs < 1:
+            raise ValueError(f"progressive sampler: epochs must be >= 1, got {epochs}")
+        self.epochs = epochs
+
+    def class_probabilities(self, epoch: int) -> torch.Tensor:
+        t = min(max(epoch, 0), self.epochs) / self.epochs
+        return (1 - t) * self.power_probabilities(1.0) + t * self.power_probabilities(0.0)
+
+
 def create_sampler(name: str, labels: torch.Tensor, num_classes: int, epochs: int = 1,
                    **options: object) -> object:
+    """Build a registered sampler by name; ``options`` are its own (e.g. ``power``)."""
     return SAMPLERS.create(name, context={"labels": labels, "num_classes": num_classes,
                                           "epochs": epochs}, **options)
 

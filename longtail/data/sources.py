@@ -98,6 +98,10 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
+        # Python 3 writers: bytes at protocol 2, arrays at protocol 5 (both only build data).
+        ("_codecs", "encode"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module: str, name: str):  # noqa: ANN201
@@ -145,6 +149,9 @@ def load_cifar(name: str, root: str, download: bool = False) -> tuple[ImageSet, 
         images, labels = [], []
         for file in files:
             batch = _read_batch(base / file)
+            if not isinstance(batch, dict) or "data" not in batch or labels_key not in batch:
+                raise DataError(f"CIFAR batch '{base / file}' is corrupt: expected a dict with "
+                                f"'data' and '{labels_key}'")
             data = np.asarray(batch["data"], dtype=np.uint8)
             if data.ndim != 2 or data.shape[1] != 3072:
                 raise DataError(f"CIFAR batch '{base / file}': expected data of shape (N, 3072), "

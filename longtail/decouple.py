@@ -1,0 +1,421 @@
+"""Decoupling stage 2 (Kang et al., ICLR 2020; methods.md §7): a new classifier, frozen backbone.
+
+``longtail train CONFIG --init RUN_DIR`` calls ``train_stage2``: it loads a finished stage-1 run
+(its config, its exact split and its checkpoint), freezes the backbone (``requires_grad=False``
+*and* eval mode, so BatchNorm statistics never move) and replaces the head, as ``stage2.method``
+says, by
+
+- ``crt``: a re-initialised linear classifier trained with class-balanced sampling;
+- ``lws``: the stage-1 linear classifier, frozen, times one learned scale per class (start 1),
+  trained with class-balanced sampling (head ``lws``);
+- ``tau_norm``: no training; rows ``w_c / ||w_c||^τ``, bias dropped (a bias-free ``linear`` head),
+  τ chosen on the validation split over 0, 0.1, ..., 2 unless ``stage2.tau`` fixes it;
+- ``ncm``: nearest class mean on L2-normalised features, the means taken over the training images
+  without augmentation (head ``ncm``).
+
+The result is an ordinary run directory: its config.yaml names the new head, so ``build_model``
+plus the checkpoint rebuild the model and ``longtail eval`` works on it. Data and backbone always
+come from the init run (its split.json is copied), so stage 2 sees exactly the same images.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from longtail import distributed as dist
+from longtail.adjust import class_means, ncm_logits, tau_normalize
+from longtail.checkpoint import save_checkpoint
+from longtail.config import Config, ConfigError, OptimConfig, Stage2Config, save_config
+from longtail.data import DataBundle, create_sampler, make_loader
+from longtail.data.samplers import epoch_generator
+from longtail.evaluate import per_class_accuracy
+from longtail.models.heads import LinearHead
+from longtail.registry import HEADS, did_you_mean
+
+# longtail.train is imported inside the functions that use it: ``longtail.models`` may import this
+# module to register the heads below, and train imports models (an import cycle otherwise).
+
+TAU_GRID = [round(0.1 * i, 1) for i in range(21)]  # 0, 0.1, ..., 2 (methods.md §7)
+
+# ---------------------------------------------------------------------------------------------
+# Heads that stage 2 produces (registered, so build_model rebuilds them from a saved config)
+
+
+@HEADS.register("lws")
+class LWSHead(nn.Module):
+    """Learnable weight scaling: logits ``s_c · (w_c · x) + b_c``. ``W`` and ``b`` are the stage-1
+    classifier's, kept as buffers (saved with the model, never trained); the per-class scales
+    ``s`` start at 1, so the untrained head reproduces the stage-1 logits."""
+
+    def __init__(self, in_features: int, num_classes: int, bias: bool = True) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(num_classes, in_features))
+        self.register_buffer("bias", torch.zeros(num_classes) if bias else None)
+        self.scales = nn.Parameter(torch.ones(num_classes))
+
+    @classmethod
+    def from_linear(cls, head: LinearHead) -> LWSHead:
+        """Wrap a trained linear head (its weights are copied, not shared)."""
+        fc = head.fc
+        lws = cls(fc.in_features, fc.out_features, bias=fc.bias is not None)
+        with torch.no_grad():
+            lws.weight.copy_(fc.weight)
+            if fc.bias is not None:
+                lws.bias.copy_(fc.bias)
+        return lws.to(fc.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(x, self.weight) * self.scales
+        return logits if self.bias is None else logits + self.bias
+
+
+@HEADS.register("ncm")
+class NCMHead(nn.Module):
+    """Nearest class mean: cosine between the L2-normalised feature and each class mean of
+    L2-normalised training features (``adjust.ncm_logits``). The means are a buffer that stage 2
+    fills; the head has nothing to train."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("means", torch.zeros(num_classes, in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ncm_logits(x, self.means)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and the resolved config
+
+
+def check_stage2(cfg: Stage2Config) -> None:
+    """Impossible stage-2 values caught before any work starts."""
+    if cfg.method is None:
+        raise ConfigError("--init needs a config with a stage2 section (stage2.method: "
+                          + ", ".join(METHODS) + ")")
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown stage2.method '{cfg.method}': "
+                          f"{did_you_mean(cfg.method, list(METHODS))}")
+    checks = [
+        (cfg.epochs >= 1, f"stage2.epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"stage2.batch_size must be >= 1, got {cfg.batch_size}"),
+        (cfg.lr > 0, f"stage2.lr must be > 0, got {cfg.lr}"),
+        (0 <= cfg.momentum < 1, f"stage2.momentum must be in [0, 1), got {cfg.momentum}"),
+        (cfg.weight_decay >= 0, f"stage2.weight_decay must be >= 0, got {cfg.weight_decay}"),
+        (cfg.tau is None or cfg.tau >= 0, f"stage2.tau must be >= 0 or null, got {cfg.tau}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _differences(a: object, b: object, prefix: str) -> list[str]:
+    """Keys of two config sections whose values differ (for a note, not an error)."""
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    return [f"{prefix}.{k}" for k in da if da[k] != db.get(k)]
+
+
+def _check_finished(init_dir: Path, stage1: Config) -> None:
+    """A stage-1 run killed half-way would give stage 2 a half-trained backbone."""
+    path = init_dir / "metrics.jsonl"
+    lines = [line for line in path.read_text().splitlines() if line] if path.exists() else []
+    last = json.loads(lines[-1])["epoch"] if lines else 0
+    if last < stage1.train.epochs:
+        raise ValueError(f"--init: run '{init_dir}' stopped at epoch {last} of "
+                         f"{stage1.train.epochs}; finish it first (longtail train --resume)")
+
+
+def _check_applicable(cfg: Stage2Config, model: nn.Module, data: DataBundle) -> None:
+    """Fail before the run directory is created when the init run cannot serve the method."""
+    if cfg.method in ("lws", "tau_norm") and not isinstance(model.head, LinearHead):
+        raise ConfigError(f"stage2.method '{cfg.method}' needs a stage-1 run with the linear "
+                          f"head, got '{type(model.head).__name__}'")
+    if cfg.method == "tau_norm" and cfg.tau is None and data.val is None:
+        raise ConfigError("stage2.method tau_norm: the init run has no validation split to choose "
+                          "τ on; set stage2.tau (e.g. 1.0)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage-2 state shared by the methods
+
+
+@dataclass
+class _Stage2Run:
+    config: Config  # resolved: the init run's data and model, this run's name and stage2
+    model: nn.Module  # stage-1 model, backbone frozen
+    data: DataBundle
+    dev: torch.device
+    amp: torch.dtype | None
+    seed: int
+    progress: bool
+    log: object  # longtail.train.MetricsLog
+
+    @property
+    def s2(self) -> Stage2Config:
+        return self.config.stage2
+
+    def features(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features (float32) and labels of ``part`` on the device, in dataset order, in
+        eval mode and without augmentation."""
+        loader = make_loader(self.data, part, self.config.data, 2 * self.config.train.batch_size,
+                             self.dev, channels_last=self.config.train.channels_last)
+        feats, labels = [], []
+        with torch.no_grad():
+            for images, targets in loader:
+                feats.append(self.embed(images))
+                labels.append(targets)
+        return torch.cat(feats), torch.cat(labels)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        from longtail.train import autocast
+
+        with torch.no_grad(), autocast(self.dev, self.amp):
+            return self.model.backbone(images).float()
+
+    def linear_head(self) -> LinearHead:
+        assert isinstance(self.model.head, LinearHead)  # _check_applicable said so
+        return self.model.head
+
+
+def _batches(run: _Stage2Run, sampler: object) -> tuple[int, Callable[[int], Iterator]]:
+    """(steps per epoch, epoch -> iterator of (features, labels)): cached features when
+    augmentation is off, a frozen backbone pass per step when it is on."""
+    s2, bs = run.s2, run.s2.batch_size
+    if s2.augment:
+        print("stage 2: backbone pass per step (augmentation on)", flush=True)
+        loader = make_loader(run.data, "train", run.config.data, bs, run.dev, train=True,
+                             sampler=sampler, seed=run.seed,
+                             channels_last=run.config.train.channels_last)
+
+        def per_step(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            loader.set_epoch(epoch)
+            for images, labels in loader:
+                yield run.embed(images), labels
+
+        return len(loader), per_step
+
+    print("stage 2: features computed once (no augmentation)", flush=True)
+    feats, labels = run.features("train")
+
+    def cached(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Same generator as the loaders use, so the draws match the per-step path's.
+        order = sampler.indices(epoch, epoch_generator(run.seed, epoch)).to(run.dev)
+        for start in range(0, len(order), bs):
+            idx = order[start: start + bs]
+            yield feats[idx], labels[idx]
+
+    return math.ceil(len(sampler) / bs), cached
+
+
+def _fit_head(run: _Stage2Run, head: nn.Module) -> int:
+    """Train ``head``'s trainable parameters with CE under ``stage2.sampler`` (SGD, cosine).
+    Returns the number of epochs trained."""
+    from longtail.train import lr_factor
+
+    s2 = run.s2
+    sampler = create_sampler(s2.sampler, run.data.train.labels, run.data.num_classes, s2.epochs,
+                             **s2.sampler_args)
+    steps, batches = _batches(run, sampler)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=s2.lr, momentum=s2.momentum,
+                                weight_decay=s2.weight_decay)
+    schedule = OptimConfig(lr=s2.lr, warmup_epochs=0, schedule="cosine")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, s2.epochs, steps))
+    features = "per_step" if s2.augment else "once"
+    bar = tqdm(total=s2.epochs * steps, disable=not run.progress, desc=f"{run.config.name}",
+               unit="batch", dynamic_ncols=True)
+    run.model.backbone.eval()  # BatchNorm statistics of the backbone stay those of stage 1
+    head.train()
+    for epoch in range(s2.epochs):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=run.dev)
+        correct = torch.zeros((), device=run.dev, dtype=torch.long)
+        seen = 0
+        started = time.perf_counter()
+        for x, y in batches(epoch):
+            logits = head(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            bar.update()
+        elapsed = time.perf_counter() - started
+        run.log.write({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                       "train_loss": loss_sum.item() / seen,
+                       "train_acc": 100 * correct.item() / seen,
+                       "epoch_seconds": elapsed, "images_per_second": seen / elapsed,
+                       "stage2_method": s2.method, "stage2_features": features})
+    bar.close()
+    head.eval()
+    return s2.epochs
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods: each returns the new head and what to record about it
+
+
+def _crt(run: _Stage2Run) -> tuple[nn.Module, dict]:
+    torch.manual_seed(run.seed)  # the re-initialised classifier is reproducible
+    head = LinearHead(run.model.backbone.out_features, run.data.num_classes).to(run.dev)
+    epochs = _fit_head(run, head)
+    return head, {"epochs": epochs}
+
+
+def _lws(run: _Stage2Run) -> tuple[nn.Module, dict]:
+    head = LWSHead.from_linear(run.linear_head())
+    epochs = _fit_head(run, head)
+    return head, {"epochs": epochs}
+
+
+def choose_tau(weight: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+               grid: list[float] = TAU_GRID) -> tuple[float, dict[float, float]]:
+    """The τ of ``grid`` with the best mean per-class accuracy of ``features @ τ-norm(W).T``
+    (ties: the smallest τ), and the accuracy (percent) of every τ."""
+    num_classes = weight.shape[0]
+    sweep = {}
+    for tau in grid:
+        preds = (features @ tau_normalize(weight, tau).T).argmax(1)
+        acc = per_class_accuracy(preds.cpu(), labels.cpu(), num_classes)
+        sweep[tau] = 100 * acc[~acc.isnan()].mean().item()
+    best = max(grid, key=lambda t: (sweep[t], -t))
+    return best, sweep
+
+
+def _tau_norm(run: _Stage2Run) -> tuple[nn.Module, dict]:
+    weight = run.linear_head().fc.weight.detach().float()
+    info: dict = {"epochs": 0}
+    if run.s2.tau is not None:
+        tau, source = run.s2.tau, "config"
+        print(f"stage 2: τ-norm with τ = {tau:g} (given by stage2.tau)", flush=True)
+    else:
+        feats, labels = run.features("val")
+        tau, sweep = choose_tau(weight, feats, labels)
+        source = "validation"
+        info["tau_sweep_val"] = {f"{t:g}": acc for t, acc in sweep.items()}
+        print(f"stage 2: τ-norm with τ = {tau:g} chosen on the validation split over "
+              f"{TAU_GRID[0]:g}..{TAU_GRID[-1]:g} (val balanced accuracy {sweep[tau]:.2f})",
+              flush=True)
+    # Kang et al. drop the bias with τ-norm: a bias-free linear head holds the normalised rows.
+    head = LinearHead(weight.shape[1], weight.shape[0], bias=False).to(run.dev)
+    with torch.no_grad():
+        head.fc.weight.copy_(tau_normalize(weight, tau))
+    info.update({"tau": tau, "tau_source": source})
+    run.log.write({"epoch": 0, "stage2_method": "tau_norm", "stage2_features": "none",
+                   **info})
+    return head.eval(), info
+
+
+def _ncm(run: _Stage2Run) -> tuple[nn.Module, dict]:
+    note = " (stage2.augment ignored: NCM means use un-augmented images)" if run.s2.augment else ""
+    print(f"stage 2: features computed once (no augmentation){note}", flush=True)
+    feats, labels = run.features("train")
+    head = NCMHead(feats.shape[1], run.data.num_classes).to(run.dev)
+    head.means.copy_(class_means(feats, labels, run.data.num_classes))
+    run.log.write({"epoch": 0, "stage2_method": "ncm", "stage2_features": "once"})
+    return head.eval(), {"epochs": 0}
+
+
+METHODS: dict[str, Callable[[_Stage2Run], tuple[nn.Module, dict]]] = {
+    "crt": _crt, "lws": _lws, "tau_norm": _tau_norm, "ncm": _ncm}
+
+
+def _head_spec(method: str, model: nn.Module) -> tuple[str, dict]:
+    """(model.head, model.head_args) that rebuild the stage-2 head with ``build_model``."""
+    if method == "crt":
+        return "linear", {}
+    if method == "tau_norm":
+        return "linear", {"bias": False}
+    if method == "lws":
+        fc = getattr(model.head, "fc", None)
+        return "lws", {"bias": fc is not None and fc.bias is not None}
+    return "ncm", {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Path,
+                 overwrite: bool = False, device: str | None = None,
+                 progress: bool = True) -> dict:
+    """Stage 2 of ``config.stage2`` on the finished stage-1 run ``init_dir`` (default:
+    ``stage2.init``), written into ``run_dir`` as a complete run; returns the test metrics."""
+    from longtail.train import (
+        MetricsLog,
+        autocast_dtype,
+        evaluate_run,
+        load_run,
+        prepare_run_dir,
+        resolve_device,
+    )
+
+    check_stage2(config.stage2)
+    init = init_dir if init_dir is not None else config.stage2.init
+    if init is None:
+        raise ConfigError("stage 2 needs the stage-1 run: pass --init RUN_DIR or set stage2.init")
+    init_dir, run_dir = Path(init).resolve(), Path(run_dir)
+    if dist.world_size() > 1:
+        raise RuntimeError("stage 2 runs in one process: launch it without torchrun")
+    for name in ("config.yaml", "split.json", "checkpoints/last.pt"):
+        if not (init_dir / name).is_file():
+            raise FileNotFoundError(f"--init: '{init_dir}' is not a run directory (no {name})")
+    if run_dir.resolve() == init_dir:
+        raise ValueError("stage 2 must write a new run directory, not the --init one: pass --out")
+    dev = resolve_device(device or config.train.device)
+    stage1, model, data = load_run(init_dir, dev)
+    _check_finished(init_dir, stage1)
+    _check_applicable(config.stage2, model, data)
+    changed = _differences(config.data, stage1.data, "data") + [
+        k for k in _differences(config.model, stage1.model, "model")
+        if k in ("model.backbone", "model.backbone_args")]
+    if changed:
+        print(f"stage 2: note: data and backbone come from the init run; this config's "
+              f"{', '.join(changed)} differ and are not used", flush=True)
+
+    resolved = copy.deepcopy(stage1)
+    resolved.name, resolved.eval = config.name, copy.deepcopy(config.eval)
+    resolved.stage2 = dataclasses.replace(config.stage2, init=str(init_dir))
+    resolved.model.head, resolved.model.head_args = _head_spec(config.stage2.method, model)
+
+    prepare_run_dir(run_dir, resume=False, overwrite=overwrite)
+    save_config(resolved, run_dir / "config.yaml")
+    shutil.copyfile(init_dir / "split.json", run_dir / "split.json")
+
+    # Frozen backbone: no gradients, and eval mode so BatchNorm uses (and keeps) its statistics.
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    model.backbone.eval()
+    if resolved.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    seed = config.stage2.seed if config.stage2.seed is not None else stage1.train.seed
+    log = MetricsLog(run_dir)
+    run = _Stage2Run(resolved, model, data, dev, autocast_dtype(resolved.train.precision), seed,
+                     progress, log)
+    try:
+        head, info = METHODS[config.stage2.method](run)
+    finally:
+        log.close()
+    model.head = head
+    save_checkpoint({"model": model.state_dict(), "epoch": info["epochs"],
+                     "config": resolved.to_dict(),
+                     "stage2": {"method": config.stage2.method, "init": str(init_dir),
+                                **{k: v for k, v in info.items() if k != "tau_sweep_val"}}},
+                    run_dir / "checkpoints" / "last.pt")
+    return evaluate_run(run_dir, model=model, data=data, config=resolved)

@@ -1,0 +1,555 @@
+"""``longtail speed``: how fast training and evaluation run on this machine, in one process.
+
+(a) Model-only training throughput: a fixed in-memory random batch through the training step
+    (forward, cross-entropy, backward, SGD), standard ResNet-32 with a linear head, for fp32/bf16 ×
+    channels-first/channels-last. No data pipeline, so this is the ceiling an epoch can reach.
+(b) End-to-end training throughput: one CIFAR-10-LT r=100 epoch through ``make_loader`` (the real
+    long-tailed split, sampler and augmentation) and the *same* step, and the loader alone. The
+    goal is an epoch within 10% of the ceiling: ``end-to-end / model-only >= 0.9``.
+(c) Evaluation throughput: plain (linear head) vs TDE inference (``causal_norm`` head in eval
+    mode), backbone + head as ``collect_outputs`` runs it, and the head alone over features of a
+    saved test set's size (post-hoc sweeps re-run only the head).
+
+Writes ``speed.json`` (device, versions, threads, every number) and ``speed.md`` (the exact
+command at the top, a one-row summary for cross-machine tables, and the detailed tables).
+Timings exclude warm-up steps and synchronize the GPU around every timed region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from longtail.config import Config, ModelConfig, load_config
+from longtail.models import build_model
+from longtail.train import autocast, autocast_dtype, build_optimizer, resolve_device
+
+# (precision, channels_last) in the order the tables list them.
+VARIANTS: dict[str, tuple[str, bool]] = {
+    "fp32-cf": ("fp32", False),
+    "fp32-cl": ("fp32", True),
+    "bf16-cf": ("bf16", False),
+    "bf16-cl": ("bf16", True),
+}
+GOAL_RATIO = 0.9  # the issue's goal: an end-to-end epoch within 10% of the model-only ceiling
+DEFAULT_OUT = "benchmarks/results/speed"
+CIFAR_TEST_IMAGES = 10_000  # head-only timing runs over a saved CIFAR test set's worth of features
+
+
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _sync(device: torch.device) -> None:
+    # CUDA kernels run asynchronously: without a sync the clock stops before the work does.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _variant_label(precision: str, channels_last: bool) -> str:
+    return f"{precision}, {'channels-last' if channels_last else 'channels-first'}"
+
+
+def parse_variants(text: str) -> list[str]:
+    """``'all'`` or comma-separated keys of ``VARIANTS`` (fp32-cf, fp32-cl, bf16-cf, bf16-cl)."""
+    if text == "all":
+        return list(VARIANTS)
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in VARIANTS]
+    if unknown or not keys:
+        raise ValueError(f"--variants: unknown {unknown or text!r}; expected 'all' or a "
+                         f"comma-separated subset of {', '.join(VARIANTS)}")
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# The training step shared by (a) and (b)
+
+
+class TrainStep:
+    """The trainer's step without its scheduler/scaler bookkeeping: autocast forward, float32
+    cross-entropy, backward, SGD, and the on-device running loss/accuracy sums (no host sync)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str) -> None:
+        self.model = model.train()
+        self.device = device
+        self.amp = autocast_dtype(precision)
+        # The recipe's optimizer (lr 0.1, momentum 0.9, wd 5e-4): same update cost as training.
+        self.optimizer = build_optimizer(model, Config().optim)
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        with autocast(self.device, self.amp):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * len(labels)
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+
+
+def resnet32(num_classes: int = 10, in_channels: int = 3, head: str = "linear",
+             head_args: dict | None = None) -> torch.nn.Module:
+    """The standard CIFAR ResNet-32 (64-d feature) with the given head."""
+    return build_model(ModelConfig(backbone="resnet32", head=head, head_args=head_args or {}),
+                       num_classes, in_channels)
+
+
+def _timed(device: torch.device, run: Callable[[], int]) -> tuple[float, int]:
+    """(seconds, items) of ``run()``, which returns how many items it processed."""
+    _sync(device)
+    started = time.perf_counter()
+    items = run()
+    _sync(device)
+    return time.perf_counter() - started, items
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) model-only training throughput
+
+
+def model_throughput(device: torch.device, precision: str = "fp32", channels_last: bool = False,
+                     batch_size: int = 128, steps: int = 50, warmup: int = 5,
+                     num_classes: int = 10, image_size: int = 32) -> dict:
+    """Training images/s of ResNet-32 + linear head on one fixed random batch."""
+    torch.manual_seed(0)
+    fmt = _memory_format(channels_last)
+    model = resnet32(num_classes).to(device).to(memory_format=fmt)
+    step = TrainStep(model, device, precision)
+    images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    images = images.contiguous(memory_format=fmt)
+    labels = torch.randint(0, num_classes, (batch_size,), device=device)
+    for _ in range(warmup):
+        step(images, labels)
+
+    def run() -> int:
+        for _ in range(steps):
+            step(images, labels)
+        return steps * batch_size
+
+    seconds, images_seen = _timed(device, run)
+    return {"precision": precision, "channels_last": channels_last, "batch_size": batch_size,
+            "steps": steps, "warmup": warmup, "seconds": seconds,
+            "images_per_second": images_seen / seconds, "ms_per_step": 1000 * seconds / steps}
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) end-to-end training throughput
+
+
+@dataclass
+class PipelineData:
+    """The long-tailed training data of a config, read once and shared by every variant."""
+
+    config: Config
+    data: object  # longtail.data.DataBundle
+    setup_seconds: float
+
+
+def load_pipeline_data(config: Config) -> PipelineData:
+    """Read the config's sources and long-tailed split (decoded images come from the cache)."""
+    from longtail.data import build_data
+
+    started = time.perf_counter()
+    data = build_data(config.data)
+    return PipelineData(config, data, time.perf_counter() - started)
+
+
+def _iterate(loader: Iterable, limit: int | None,
+             fn: Callable[[torch.Tensor, torch.Tensor], None] | None) -> int:
+    seen = 0
+    for i, (images, labels) in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        if fn is not None:
+            fn(images, labels)
+        seen += len(labels)
+    return seen
+
+
+def end_to_end_throughput(pipeline: PipelineData, device: torch.device, precision: str,
+                          channels_last: bool, batch_size: int = 128, warmup: int = 5,
+                          max_batches: int | None = None) -> dict:
+    """Training images/s over one epoch of ``make_loader`` + ``TrainStep``, and of the loader
+    alone. ``max_batches`` cuts the epoch short (smoke tests only)."""
+    from longtail.data import create_sampler, make_loader
+
+    config, data = pipeline.config, pipeline.data
+    torch.manual_seed(0)
+    fmt = _memory_format(channels_last)
+    model = build_model(config.model, data.num_classes, data.image_shape[0])
+    model = model.to(device).to(memory_format=fmt)
+    step = TrainStep(model, device, precision)
+    sampler = create_sampler(config.train.sampler, data.train.labels, data.num_classes,
+                             config.train.epochs, **config.train.sampler_args)
+    loader = make_loader(data, "train", config.data, batch_size, device, train=True,
+                         sampler=sampler, seed=config.train.seed, channels_last=channels_last)
+    # Warm-up on epoch 0's first batches; epoch 1 is timed whole (its short last batch included).
+    loader.set_epoch(0)
+    _iterate(loader, warmup, step)
+    loader.set_epoch(1)
+    loader_seconds, loader_images = _timed(device, lambda: _iterate(loader, max_batches, None))
+    seconds, images_seen = _timed(device, lambda: _iterate(loader, max_batches, step))
+    return {"precision": precision, "channels_last": channels_last, "batch_size": batch_size,
+            "batches": -(-images_seen // batch_size), "images": images_seen,
+            "full_epoch": max_batches is None or max_batches >= len(loader),
+            "epoch_seconds": seconds, "images_per_second": images_seen / seconds,
+            "loader_seconds": loader_seconds,
+            "loader_images_per_second": loader_images / loader_seconds}
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) evaluation throughput
+
+
+def _eval_model(head: str, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """ResNet-32 with a linear head (plain inference) or a causal_norm head (TDE, α = 1) whose
+    head direction is set, as after training, so that the subtraction really runs."""
+    model = resnet32(num_classes, head=head)
+    if head == "causal_norm":
+        with torch.no_grad():
+            model.head.mean_feature.copy_(torch.rand(model.head.in_features) + 0.1)
+        model.head.alpha = 1.0
+    return model.to(device).eval()
+
+
+INFERENCE = {"linear": "plain", "causal_norm": "TDE (α = 1)"}
+
+
+@torch.no_grad()
+def eval_throughput(device: torch.device, head: str = "linear", precision: str = "fp32",
+                    channels_last: bool = False, batch_size: int = 256, steps: int = 20,
+                    warmup: int = 3, num_classes: int = 10, image_size: int = 32) -> dict:
+    """Evaluation images/s, backbone + head, the way ``collect_outputs`` runs them (autocast
+    backbone, head on float32 features)."""
+    torch.manual_seed(0)
+    fmt = _memory_format(channels_last)
+    model = _eval_model(head, num_classes, device).to(memory_format=fmt)
+    amp = autocast_dtype(precision)
+    images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    images = images.contiguous(memory_format=fmt)
+
+    def forward() -> torch.Tensor:
+        with autocast(device, amp):
+            features = model.backbone(images)
+        return model.head(features.float()).float()
+
+    for _ in range(warmup):
+        forward()
+
+    def run() -> int:
+        for _ in range(steps):
+            forward()
+        return steps * batch_size
+
+    seconds, seen = _timed(device, run)
+    return {"head": head, "inference": INFERENCE[head], "precision": precision,
+            "channels_last": channels_last, "batch_size": batch_size, "steps": steps,
+            "seconds": seconds, "images_per_second": seen / seconds}
+
+
+@torch.no_grad()
+def head_throughput(device: torch.device, head: str = "linear", num_features: int = 10_000,
+                    dim: int = 64, num_classes: int = 10, repeats: int = 20,
+                    warmup: int = 2) -> dict:
+    """Features/s of the head alone over one (num_features, dim) tensor: the cost of re-scoring a
+    saved test set for a post-hoc sweep point."""
+    torch.manual_seed(0)
+    model = _eval_model(head, num_classes, device)
+    features = torch.randn(num_features, dim, device=device).abs()  # post-ReLU pooled features
+    for _ in range(warmup):
+        model.head(features)
+
+    def run() -> int:
+        for _ in range(repeats):
+            model.head(features)
+        return repeats * num_features
+
+    seconds, seen = _timed(device, run)
+    return {"head": head, "inference": INFERENCE[head], "features": num_features, "dim": dim,
+            "repeats": repeats, "seconds": seconds, "features_per_second": seen / seconds}
+
+
+# ---------------------------------------------------------------------------------------------
+# Device description and the full benchmark
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_device(device: torch.device) -> dict:
+    """Device name, versions and thread counts that the numbers depend on."""
+    info = {"type": device.type, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["name"] = info["cpu"]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, cwd=Path(__file__).parent)
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, flush=True)
+
+
+def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
+              batch_size: int = 128, steps: int = 50, warmup: int = 5,
+              variants: list[str] | None = None, config_name: str = "cifar10_lt_cpu",
+              data_root: str | None = None, end_to_end: bool = True,
+              max_batches: int | None = None, eval_batch_size: int | None = None,
+              eval_steps: int = 20, threads: int | None = None, command: str | None = None,
+              quiet: bool = False) -> dict:
+    """Run (a), (b), (c); write ``speed.json`` and ``speed.md`` into ``out_dir`` (None: don't
+    write); return the results."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    keys = variants or list(VARIANTS)
+    eval_batch_size = eval_batch_size or 2 * batch_size  # what evaluate_run uses
+    results: dict = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "device": describe_device(dev),
+                     "settings": {"batch_size": batch_size, "steps": steps, "warmup": warmup,
+                                  "variants": keys, "eval_batch_size": eval_batch_size,
+                                  "eval_steps": eval_steps, "max_batches": max_batches,
+                                  "config": config_name},
+                     "goal_ratio": GOAL_RATIO}
+    started = time.perf_counter()
+
+    _log("(a) model-only training throughput", quiet)
+    results["model_only"] = []
+    for key in keys:
+        precision, cl = VARIANTS[key]
+        row = model_throughput(dev, precision, cl, batch_size, steps, warmup)
+        results["model_only"].append(row)
+        _log(f"  {_variant_label(precision, cl)}: {row['images_per_second']:.1f} img/s", quiet)
+    ceilings = {(r["precision"], r["channels_last"]): r["images_per_second"]
+                for r in results["model_only"]}
+
+    results["end_to_end"] = _end_to_end(dev, keys, ceilings, config_name, data_root, end_to_end,
+                                        batch_size, warmup, max_batches, quiet)
+
+    _log("(c) evaluation throughput", quiet)
+    results["eval"] = {"backbone_head": [], "head_only": []}
+    for key in keys:
+        precision, cl = VARIANTS[key]
+        for head in INFERENCE:
+            row = eval_throughput(dev, head, precision, cl, eval_batch_size, eval_steps,
+                                  min(warmup, 3))
+            results["eval"]["backbone_head"].append(row)
+            _log(f"  {_variant_label(precision, cl)}, {INFERENCE[head]}: "
+                 f"{row['images_per_second']:.1f} img/s", quiet)
+    for head in INFERENCE:
+        row = head_throughput(dev, head, CIFAR_TEST_IMAGES, repeats=max(2, eval_steps))
+        results["eval"]["head_only"].append(row)
+        _log(f"  head only, {INFERENCE[head]}: {row['features_per_second']:.3g} features/s", quiet)
+
+    results["total_seconds"] = time.perf_counter() - started
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps(results, indent=1) + "\n")
+        (out / "speed.md").write_text(format_markdown(results))
+        _log(f"results in {out / 'speed.json'} and {out / 'speed.md'}", quiet)
+    return results
+
+
+def _end_to_end(dev: torch.device, keys: list[str], ceilings: dict, config_name: str,
+                data_root: str | None, enabled: bool, batch_size: int, warmup: int,
+                max_batches: int | None, quiet: bool) -> dict:
+    """Part (b), or a note saying why it was skipped."""
+    if not enabled:
+        return {"skipped": "disabled (--no-e2e)"}
+    overrides = [f"data.root={data_root}"] if data_root else []
+    config = load_config(config_name, overrides)
+    root = config.data.root
+    if config.data.dataset not in ("digits",) and (root is None or not Path(root).exists()):
+        note = (f"data root '{root}' not found (config {config_name}); pass --data-root PATH to "
+                "measure the end-to-end epoch")
+        _log(f"(b) skipped: {note}", quiet)
+        return {"skipped": note}
+    _log(f"(b) end-to-end epoch ({config_name}, data root {root})", quiet)
+    pipeline = load_pipeline_data(config)
+    section: dict = {"config": config_name, "data_root": root,
+                     "train_images": len(pipeline.data.train),
+                     "setup_seconds": pipeline.setup_seconds,
+                     "config_variant": _variant_label(config.train.precision,
+                                                      config.train.channels_last),
+                     "rows": []}
+    for key in keys:
+        precision, cl = VARIANTS[key]
+        row = end_to_end_throughput(pipeline, dev, precision, cl, batch_size, warmup, max_batches)
+        row["ceiling_images_per_second"] = ceilings[(precision, cl)]
+        row["ratio"] = row["images_per_second"] / row["ceiling_images_per_second"]
+        row["meets_goal"] = row["ratio"] >= GOAL_RATIO
+        section["rows"].append(row)
+        _log(f"  {_variant_label(precision, cl)}: {row['images_per_second']:.1f} img/s "
+             f"({row['epoch_seconds']:.1f} s, {row['ratio']:.2f} of the ceiling; loader alone "
+             f"{row['loader_images_per_second']:.0f} img/s)", quiet)
+    return section
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def summary_row(results: dict) -> tuple[str, str]:
+    """(header, row) of a one-line summary for a cross-machine table."""
+    dev = results["device"]
+    by_variant = {(r["precision"], r["channels_last"]): r["images_per_second"]
+                  for r in results["model_only"]}
+    cells = [dev["name"], str(dev["torch_threads"]), dev["torch"]]
+    cells += [_fmt(by_variant.get(v)) for v in VARIANTS.values()]
+    e2e = results["end_to_end"]
+    rows = e2e.get("rows", [])
+    # The config's own variant when measured, else the fastest end-to-end one.
+    chosen = [r for r in rows if _variant_label(r["precision"], r["channels_last"])
+              == e2e.get("config_variant")] or sorted(rows, key=lambda r: -r["images_per_second"])
+    if chosen:
+        r = chosen[0]
+        cells += [f"{_fmt(r['images_per_second'])} ({r['precision']}, "
+                  f"{'CL' if r['channels_last'] else 'CF'})", f"{r['ratio']:.2f}"]
+    else:
+        cells += ["skipped", ""]
+    header = ("| device | threads | torch | fp32 CF | fp32 CL | bf16 CF | bf16 CL "
+              "| end-to-end img/s | e2e / ceiling |\n" + "|---" * 9 + "|")
+    return header, "| " + " | ".join(cells) + " |"
+
+
+def format_markdown(results: dict) -> str:
+    """speed.md: command first, then the summary row and the three detailed tables."""
+    dev, s = results["device"], results["settings"]
+    lines = ["# Training and evaluation throughput", ""]
+    if results.get("command"):
+        lines += ["```", results["command"], "```", ""]
+    lines += [f"Device: **{dev['name']}** ({dev['type']}; {dev['torch_threads']} torch threads, "
+              f"{dev['cpu_count']} logical CPUs; CPU {dev['cpu']}). torch {dev['torch']}, "
+              f"python {dev['python']}" + (f", commit {dev['git_commit']}" if "git_commit" in dev
+                                           else "") + f". {results['date']}; "
+              f"total {results['total_seconds']:.0f} s.", ""]
+    if s.get("max_batches"):
+        lines += [f"**Smoke run** (epoch cut to {s['max_batches']} batches, {s['steps']} timed "
+                  "steps): not a measurement to quote.", ""]
+    header, row = summary_row(results)
+    lines += ["Summary (model-only training images/s per precision and memory format; CF = "
+              "channels-first, CL = channels-last):", "", header, row, ""]
+
+    lines += ["## (a) Model-only training throughput", "",
+              f"ResNet-32 + linear head, one fixed random batch of {s['batch_size']} in memory, "
+              f"forward + cross-entropy + backward + SGD; {s['warmup']} warm-up steps, then "
+              f"{s['steps']} timed.", "",
+              "| precision | memory format | images/s | ms/step |", "|---|---|---|---|"]
+    for r in results["model_only"]:
+        lines.append(f"| {r['precision']} | {_mf(r)} | {_fmt(r['images_per_second'])} | "
+                     f"{_fmt(r['ms_per_step'])} |")
+    lines.append("")
+
+    e2e = results["end_to_end"]
+    lines += ["## (b) End-to-end training throughput", ""]
+    if "skipped" in e2e:
+        lines += [f"Skipped: {e2e['skipped']}.", ""]
+    else:
+        lines += [f"One epoch of `{e2e['config']}` ({e2e['train_images']:,} long-tailed training "
+                  f"images from `{e2e['data_root']}`; reading the split took "
+                  f"{e2e['setup_seconds']:.1f} s) through `make_loader` and the same step. The "
+                  f"config trains with {e2e['config_variant']}. Goal: end-to-end / model-only "
+                  f">= {results['goal_ratio']:.2f}.", "",
+                  "| precision | memory format | loader alone img/s | end-to-end img/s | epoch s "
+                  "| model-only img/s | ratio | goal met |", "|---" * 8 + "|"]
+        for r in e2e["rows"]:
+            partial = "" if r["full_epoch"] else f" ({r['batches']} batches)"
+            lines.append(f"| {r['precision']} | {_mf(r)} | {_fmt(r['loader_images_per_second'])}"
+                         f" | {_fmt(r['images_per_second'])} | {_fmt(r['epoch_seconds'])}"
+                         f"{partial} | {_fmt(r['ceiling_images_per_second'])} | "
+                         f"{r['ratio']:.2f} | {'yes' if r['meets_goal'] else 'no'} |")
+        lines.append("")
+
+    ev = results["eval"]
+    lines += ["## (c) Evaluation throughput", "",
+              f"Backbone + head in eval mode (autocast backbone, head on float32 features, as "
+              f"`collect_outputs`), batch {s['eval_batch_size']}, {s['eval_steps']} timed steps.",
+              "", "| precision | memory format | head | inference | images/s |",
+              "|---|---|---|---|---|"]
+    for r in ev["backbone_head"]:
+        lines.append(f"| {r['precision']} | {_mf(r)} | {r['head']} | {r['inference']} | "
+                     f"{_fmt(r['images_per_second'])} |")
+    lines += ["", "Head only, over features of a saved test set's size (what a post-hoc sweep "
+              "point re-runs):", "", "| head | inference | features (N × D) | features/s |",
+              "|---|---|---|---|"]
+    for r in ev["head_only"]:
+        lines.append(f"| {r['head']} | {r['inference']} | {r['features']:,} × {r['dim']} | "
+                     f"{r['features_per_second']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _mf(row: dict) -> str:
+    return "channels-last" if row["channels_last"] else "channels-first"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line (``longtail speed`` and ``benchmarks/speed.py``)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The full, explicit command that reproduces a run (every option spelled out)."""
+    parts = ["longtail", "speed", "--device", args.device, "--batch-size", str(args.batch_size),
+             "--steps", str(args.steps), "--warmup", str(args.warmup), "--variants",
+             args.variants, "--out", args.out]
+    if args.data_root:
+        parts += ["--data-root", args.data_root]
+    if args.threads:
+        parts += ["--threads", str(args.threads)]
+    if args.no_e2e:
+        parts.append("--no-e2e")
+    if args.e2e_batches:
+        parts += ["--e2e-batches", str(args.e2e_batches)]
+    if args.eval_steps != 20:
+        parts += ["--eval-steps", str(args.eval_steps)]
+    if args.config != "cifar10_lt_cpu":
+        parts += ["--config", args.config]
+    return shlex.join(parts)
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    """Entry point of ``longtail speed``: ``args`` is the parsed command line."""
+    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
+        raise ValueError("--batch-size and --steps must be >= 1, --warmup >= 0")
+    return run_speed(device=args.device, out_dir=args.out, batch_size=args.batch_size,
+                     steps=args.steps, warmup=args.warmup, variants=parse_variants(args.variants),
+                     config_name=args.config, data_root=args.data_root,
+                     end_to_end=not args.no_e2e,
+                     max_batches=args.e2e_batches, eval_steps=args.eval_steps,
+                     threads=args.threads, command=command_line(args))
