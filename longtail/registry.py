@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -22,7 +23,7 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 
 class Registry:
-    """Maps names to constructors. ``create`` passes context values a constructor asks for by name."""
+    """Maps names to constructors; ``create`` passes context values a constructor names."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
