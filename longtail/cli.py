@@ -13,14 +13,67 @@ EPILOG_TRAIN = """examples:
   longtail train cifar10_lt_cpu --set data.root=PATH
   longtail train my.yaml --set train.epochs=5 --set loss.name=focal --out runs/try
   longtail train cifar10_lt --resume --out runs/cifar10_lt   # continue a killed run
+  longtail train cifar10_lt --nproc 4    # 4 GPUs, as torchrun --nproc_per_node=4 -m longtail train
   longtail train cifar10_lt_cpu_crt --init runs/cifar10_lt_cpu  # decoupling stage 2 (cRT)
 shipped configs: """
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` minus ``--nproc N`` / ``--nproc=N`` (or an abbreviation argparse accepted): the
+    workers must not re-launch, and torchrun's own parser rejects it as ambiguous."""
+    kept, skip = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) >= 4 and "--nproc".startswith(name):
+            skip = "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
+def _launch_workers(args: argparse.Namespace, config_device: str) -> None:
+    """``longtail train --nproc N ...`` becomes ``torchrun --standalone --nproc_per_node=N -m
+    longtail train ...`` with the same arguments (the workers see torchrun's environment and
+    train). The process is replaced, so signals and the exit status are torchrun's."""
+    import os
+
+    n = args.nproc
+    if n < 1:
+        raise ValueError(f"--nproc must be >= 1, got {n}")
+    if "LOCAL_WORLD_SIZE" in os.environ:  # already a torchrun worker
+        if int(os.environ["LOCAL_WORLD_SIZE"]) != n:
+            raise ValueError(f"--nproc {n} conflicts with torchrun's "
+                             f"{os.environ['LOCAL_WORLD_SIZE']} processes per node: drop --nproc "
+                             "when launching with torchrun")
+        return
+    if n == 1:
+        return
+    if getattr(args, "init", None):
+        raise ValueError("--nproc: decoupling stage 2 (--init) runs in one process")
+    import torch
+
+    from longtail.train import resolve_device
+
+    gpus = torch.cuda.device_count()
+    if resolve_device(args.device or config_device).type == "cuda" and n > gpus:
+        raise ValueError(f"--nproc {n} needs one GPU per process, {gpus} visible")
+    # torchrun would pin every worker to 1 thread; share the cores instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={n}", "-m", "longtail", *_without_nproc(args.argv)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def _train(args: argparse.Namespace) -> None:
     from longtail.train import train
 
     config = load_config(args.config, args.set)
+    if args.nproc is not None:
+        _launch_workers(args, config.train.device)
     run_dir = Path(args.out) if args.out else Path("runs") / config.name
     if args.init or config.stage2.method:
         # Decoupling stage 2 on a finished run (methods.md §7): its own short entry point.
@@ -93,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine, one GPU each on CUDA (re-launches "
+                   "itself under torchrun; train.batch_size stays the global batch)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="re-evaluate a finished run directory")
@@ -130,12 +186,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the suite's table goes (<results-root>/<suite>/)")
     p.add_argument("--device")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("report", help="a markdown + HTML report (curves, per-class accuracy, "
+                       "confusion matrices, sweeps, shot-group table) of finished runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    p.add_argument("--out", help="report directory (default: reports/<names or timestamp>)")
+    p.add_argument("--names", help="comma-separated run names (default: directory names)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report in --out")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("speed", help="training/evaluation throughput on this machine: "
+                       "model-only ceiling vs end-to-end epoch, plain vs TDE inference")
+    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--out", default="benchmarks/results/speed",
+                   help="where speed.json and speed.md go")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=50, help="timed model-only steps per variant")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")
+    p.add_argument("--variants", default="all",
+                   help="all, or a subset of fp32-cf,fp32-cl,bf16-cf,bf16-cl")
+    p.add_argument("--config", default="cifar10_lt_cpu", help="config of the end-to-end epoch")
+    p.add_argument("--data-root", help="dataset root for the end-to-end epoch")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end epoch")
+    p.add_argument("--e2e-batches", type=int, help="cut the epoch to N batches (smoke only)")
+    p.add_argument("--eval-steps", type=int, default=20, help="timed evaluation batches")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=_speed)
     return parser
+
+
+def _report(args: argparse.Namespace) -> None:
+    from longtail.report import run_from_args
+
+    run_from_args(args)
+
+
+def _speed(args: argparse.Namespace) -> None:
+    from longtail.speed import run_from_args
+
+    run_from_args(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc's re-launch
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, TypeError,

@@ -172,6 +172,7 @@ class _Stage2Run:
         loader = make_loader(self.data, part, self.config.data, 2 * self.config.train.batch_size,
                              self.dev, channels_last=self.config.train.channels_last)
         feats, labels = [], []
+        self.model.backbone.eval()
         with torch.no_grad():
             for images, targets in loader:
                 feats.append(self.embed(images))

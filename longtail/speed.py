@@ -455,8 +455,8 @@ def format_markdown(results: dict) -> str:
     lines = ["# Training and evaluation throughput", ""]
     if results.get("command"):
         lines += ["```", results["command"], "```", ""]
-    lines += [f"Device: **{dev['name']}** ({dev['type']}; {dev['torch_threads']} torch threads, "
-              f"{dev['cpu_count']} logical CPUs; CPU {dev['cpu']}). torch {dev['torch']}, "
+    lines += [f"Device: **{dev['name']}** ({dev['type']}; torch threads: {dev['torch_threads']}, "
+              f"logical CPUs: {dev['cpu_count']}; CPU {dev['cpu']}). torch {dev['torch']}, "
               f"python {dev['python']}" + (f", commit {dev['git_commit']}" if "git_commit" in dev
                                            else "") + f". {results['date']}; "
               f"total {results['total_seconds']:.0f} s.", ""]
@@ -469,8 +469,8 @@ def format_markdown(results: dict) -> str:
 
     lines += ["## (a) Model-only training throughput", "",
               f"ResNet-32 + linear head, one fixed random batch of {s['batch_size']} in memory, "
-              f"forward + cross-entropy + backward + SGD; {s['warmup']} warm-up steps, then "
-              f"{s['steps']} timed.", "",
+              f"forward + cross-entropy + backward + SGD; warm-up steps: {s['warmup']}, timed "
+              f"steps: {s['steps']}.", "",
               "| precision | memory format | images/s | ms/step |", "|---|---|---|---|"]
     for r in results["model_only"]:
         lines.append(f"| {r['precision']} | {_mf(r)} | {_fmt(r['images_per_second'])} | "
@@ -500,7 +500,7 @@ def format_markdown(results: dict) -> str:
     ev = results["eval"]
     lines += ["## (c) Evaluation throughput", "",
               f"Backbone + head in eval mode (autocast backbone, head on float32 features, as "
-              f"`collect_outputs`), batch {s['eval_batch_size']}, {s['eval_steps']} timed steps.",
+              f"`collect_outputs`), batch {s['eval_batch_size']}, timed steps: {s['eval_steps']}.",
               "", "| precision | memory format | head | inference | images/s |",
               "|---|---|---|---|---|"]
     for r in ev["backbone_head"]:

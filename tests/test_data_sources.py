@@ -124,6 +124,18 @@ def test_pickle_that_would_run_code_is_refused(cifar_copy):
         load_cifar("cifar10", str(cifar_copy))
 
 
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_cifar_batches_pickled_by_python3(cifar_copy, protocol):
+    folder = cifar_copy / "cifar-10-batches-py"
+    with open(folder / "test_batch", "rb") as f:
+        batch = pickle.load(f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f, protocol=protocol)
+    _, test = load_cifar("cifar10", str(cifar_copy))
+    np.testing.assert_array_equal(test.images.numpy(), expected_cifar_images(list(
+        range(1000, 1000 + 10 * CIFAR_TEST_PER_CLASS))))
+
+
 def test_cifar_batch_without_data_is_named(cifar_copy):
     write_pickle(cifar_copy / "cifar-10-batches-py" / "data_batch_4", {"labels": [0, 1]})
     with pytest.raises(DataError, match="data_batch_4' is corrupt"):

@@ -1,5 +1,5 @@
-"""Samplers: class frequencies of instance / class-balanced / square-root / progressive draws against
-their formulas (Kang et al., methods.md §7), determinism, and both loader paths."""
+"""Samplers: class frequencies of class-balanced / square-root / progressive draws against their
+formulas (Kang et al., methods.md §7), determinism, and both loader paths."""
 
 from __future__ import annotations
 
