@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from longtail.config import load_config
+from longtail.config import load_config, shipped_configs
 
 
 @dataclass
@@ -34,6 +34,9 @@ class TrainedMethod:
     key: str  # run directory name
     overrides: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
+    # Decoupling stage 2: the method of ``<suite config>_<stage2>.yaml`` on run ``init``'s model.
+    stage2: str | None = None
+    init: str = "baseline"
 
 
 @dataclass
@@ -52,6 +55,9 @@ CIFAR_METHODS = [
         Row("LA post-hoc, τ* (val)", "logit_adjust", "val"),
         Row("τ-norm, τ* (val)", "tau_norm", "val"),
     ]),
+    TrainedMethod("crt", stage2="crt", rows=[Row("cRT (decoupling)")]),
+    TrainedMethod("lws", stage2="lws", rows=[Row("LWS (decoupling)")]),
+    TrainedMethod("ncm", stage2="ncm", rows=[Row("NCM (decoupling)")]),
     TrainedMethod("deconfound", ["model.head=causal_norm", f"model.head_args={CAUSAL}"], [
         Row("De-confound (α=0)", "alpha", 0.0),
         Row("De-confound-TDE, α=1 (paper's CIFAR-10 value)", "alpha", 1.0),
@@ -117,11 +123,24 @@ def run_suite(suite_name: str, budget: str = "cpu", seeds: list[int] | None = No
             # Schedules given as a fraction of training (DRW at 80%) follow the budget.
             overrides = [o.replace("{drw_epoch}", str(round(0.8 * epochs)))
                          for o in method.overrides]
-            config = load_config(suite.configs[budget], common + overrides)
             run_dir = run_base / method.key / f"seed{seed}"
             if (run_dir / "eval" / "test_metrics.json").exists():
                 print(f"[bench] {method.key} seed {seed}: done, skipping", flush=True)
                 continue
+            if method.stage2 is not None:
+                from longtail.decouple import train_stage2
+
+                init_dir = run_base / method.init / f"seed{seed}"
+                # The shipped stage-2 recipe for this budget, else the defaults of `stage2`.
+                name = f"{suite.configs[budget]}_{method.stage2}"
+                config = (load_config(name, common) if name in shipped_configs() else
+                          load_config(suite.configs[budget],
+                                      common + [f"stage2.method={method.stage2}"]))
+                print(f"[bench] {method.key} seed {seed}: stage 2 on {init_dir}", flush=True)
+                train_stage2(config, init_dir, run_dir, overwrite=True, device=device,
+                             progress=sys.stderr.isatty())
+                continue
+            config = load_config(suite.configs[budget], common + overrides)
             resume = (run_dir / "checkpoints" / "last.pt").exists()
             print(f"[bench] {method.key} seed {seed}: {'resuming' if resume else 'training'} "
                   f"in {run_dir}", flush=True)
@@ -231,7 +250,7 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
             shutil.copy(d / "config.yaml", out_dir / "configs" / f"{method.key}.yaml")
         if (d / "metrics.jsonl").exists():
             lines = (d / "metrics.jsonl").read_text().splitlines()
-            seconds[method.key] = sum(json.loads(x)["epoch_seconds"] for x in lines if x)
+            seconds[method.key] = sum(json.loads(x).get("epoch_seconds", 0.0) for x in lines if x)
     with open(out_dir / "results.csv", "w", newline="") as f:
         fields = ["label", "run", "knob", "values", "seeds"]
         fields += [c for col in COLUMNS for c in (col, f"{col}_std")]

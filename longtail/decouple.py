@@ -62,8 +62,11 @@ class LWSHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, bias: bool = True) -> None:
         super().__init__()
-        self.register_buffer("weight", torch.zeros(num_classes, in_features))
-        self.register_buffer("bias", torch.zeros(num_classes) if bias else None)
+        # nn.Linear's initialisation, so a head built on its own is a usable random classifier;
+        # stage 2 (``from_linear``) or a checkpoint overwrites it.
+        init = nn.Linear(in_features, num_classes, bias=bias)
+        self.register_buffer("weight", init.weight.detach().clone())
+        self.register_buffer("bias", init.bias.detach().clone() if bias else None)
         self.scales = nn.Parameter(torch.ones(num_classes))
 
     @classmethod
@@ -235,7 +238,7 @@ def _fit_head(run: _Stage2Run, head: nn.Module) -> int:
     schedule = OptimConfig(lr=s2.lr, warmup_epochs=0, schedule="cosine")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, s2.epochs, steps))
     features = "per_step" if s2.augment else "once"
-    bar = tqdm(total=s2.epochs * steps, disable=not run.progress, desc=f"{run.config.name}",
+    bar = tqdm(total=s2.epochs * steps, disable=not run.progress, desc=run.config.name,
                unit="batch", dynamic_ncols=True)
     run.model.backbone.eval()  # BatchNorm statistics of the backbone stay those of stage 1
     head.train()
@@ -319,7 +322,7 @@ def _tau_norm(run: _Stage2Run) -> tuple[nn.Module, dict]:
         head.fc.weight.copy_(tau_normalize(weight, tau))
     info.update({"tau": tau, "tau_source": source})
     run.log.write({"epoch": 0, "stage2_method": "tau_norm", "stage2_features": "none",
-                   **info})
+                   **{k: v for k, v in info.items() if k != "epochs"}})
     return head.eval(), info
 
 

@@ -17,6 +17,7 @@ without torchrun. The conventions, in one place:
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Iterator
@@ -71,8 +72,11 @@ def init_process_group(device: torch.device) -> bool:
             raise ValueError(f"process LOCAL_RANK={local_rank} needs GPU {local_rank}, but only "
                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
         torch.cuda.set_device(local_rank)
-        # device_id binds NCCL to this GPU up front, so barrier() never guesses the device.
-        tdist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        # device_id (torch >= 2.3) binds NCCL to this GPU up front, so barrier() never has to
+        # guess the device.
+        bind = {"device_id": torch.device("cuda", local_rank)} if _accepts(
+            tdist.init_process_group, "device_id") else {}
+        tdist.init_process_group("nccl", **bind)
     else:
         tdist.init_process_group("gloo")
     return True
@@ -212,6 +216,10 @@ def all_reduce_sum(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tensors
 
 
+def _accepts(function: object, name: str) -> bool:
+    return name in inspect.signature(function).parameters
+
+
 def _comm_device() -> torch.device:
     """NCCL only moves CUDA tensors; gloo works on CPU tensors."""
     if tdist.get_backend() == "nccl":
@@ -240,9 +248,12 @@ def wrap_model(model: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
         else:
             warnings.warn("train.sync_batchnorm: SyncBatchNorm needs CUDA; on CPU each process "
                           "keeps its own BatchNorm batch statistics", RuntimeWarning, stacklevel=2)
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=False, broadcast_buffers=False)
+    ddp = nn.parallel.DistributedDataParallel
+    # No buffer broadcast before every forward (new name in recent torch, old one before).
+    no_sync = {"forward_sync_buffers": False} if _accepts(ddp, "forward_sync_buffers") else {
+        "broadcast_buffers": False}
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None,
+               find_unused_parameters=False, **no_sync)
 
 
 @torch.no_grad()

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# The tests use tiny tensors: one intra-op thread is as fast, and on a busy shared CPU it avoids
+# the oversubscription that makes a 0.6 s training run take 10 s. Results do not depend on it.
+torch.set_num_threads(1)
 
 CIFAR_TRAIN_PER_CLASS = 6  # per class, over all training batches
 CIFAR_TEST_PER_CLASS = 2

@@ -23,8 +23,7 @@ from conftest import (
 )
 
 from longtail.config import DataConfig
-from longtail.data import DataError, build_data
-from longtail.data import sources
+from longtail.data import DataError, build_data, sources
 from longtail.data.sources import (
     check_readable,
     decode_images,
@@ -35,7 +34,8 @@ from longtail.data.sources import (
     scan_class_folder,
 )
 
-REAL_CIFAR10_JPEG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
+# ../shared/data/cifar10-jpeg, seen from the repository root
+REAL_CIFAR10_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]
 

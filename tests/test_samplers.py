@@ -127,3 +127,18 @@ def test_in_memory_loader_batches_follow_a_class_balanced_sampler() -> None:
     seen = torch.cat(seen)
     assert len(loader) == -(-len(labels) // 32) and len(seen) == len(labels)
     assert (torch.bincount(seen, minlength=3) > 40).all()  # 74 per class expected; tail has 2
+
+
+@pytest.mark.parametrize("name", ["class_balanced", "square_root", "progressive"])
+def test_shards_of_a_common_list_cover_it(name: str) -> None:
+    from longtail.distributed import ShardedSampler
+
+    # Every rank builds its own sampler and generator from the same seed: the shards interleave
+    # back into the one global list.
+    shards = [ShardedSampler(create_sampler(name, LABELS, len(COUNTS), epochs=4), r, 3)
+              .indices(2, epoch_generator(5, 2)) for r in range(3)]
+    full = create_sampler(name, LABELS, len(COUNTS), epochs=4).indices(2, epoch_generator(5, 2))
+    merged = torch.empty(3 * len(shards[0]), dtype=torch.int64)
+    for r, shard in enumerate(shards):
+        merged[r::3] = shard
+    assert torch.equal(merged[:len(full)], full)

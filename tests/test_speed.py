@@ -53,7 +53,7 @@ def test_run_speed_writes_json_and_markdown(tmp_path: Path) -> None:
     assert len(saved["eval"]["backbone_head"]) == 4 and len(saved["eval"]["head_only"]) == 2
     assert results["settings"] == saved["settings"]
     markdown = (tmp_path / "speed.md").read_text()
-    assert markdown.splitlines()[2] == "longtail speed --smoke"  # the command comes first
+    assert markdown.splitlines()[3] == "longtail speed --smoke"  # the command comes first
     assert "Smoke run" in markdown and "| device | threads |" in markdown
 
 

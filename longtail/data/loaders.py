@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from longtail import distributed as dist
 from longtail.data.samplers import InstanceSampler, TorchSampler
-from longtail.data.sources import ImageSet, _decode
+from longtail.data.sources import DataError, ImageSet, _decode
 
 
 def imagenet_transforms(train: bool, image_size: int, mean: list[float], std: list[float]):
@@ -81,6 +81,14 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y in self.loader:
-            yield (x.to(self.device, non_blocking=True, memory_format=memory_format),
-                   y.to(self.device, non_blocking=True))
+        try:
+            for x, y in self.loader:
+                yield (x.to(self.device, non_blocking=True, memory_format=memory_format),
+                       y.to(self.device, non_blocking=True))
+        except DataError as err:
+            message = str(err)
+            if message.startswith("Caught "):
+                # Re-raised from a worker with the worker's traceback appended: keep the
+                # one-line message (its last line, after the exception's type name).
+                message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+            raise DataError(message) from None

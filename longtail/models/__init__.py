@@ -6,3 +6,4 @@ from longtail.models.heads import create_head
 from longtail.models.model import LongTailModel, build_model
 
 __all__ = ["LongTailModel", "build_model", "create_backbone", "create_head"]
+from longtail import decouple  # noqa: E402,F401  (registers the lws and ncm heads)

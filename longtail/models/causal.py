@@ -87,6 +87,7 @@ class CausalNormHead(nn.Module):
         # Kept in float32 whatever the autocast dtype: it accumulates over the whole training run.
         self.register_buffer("mean_feature", torch.zeros(in_features), persistent=True)
         self._warned_zero_direction = False
+        self._checked_version = -1  # mean_feature._version when last checked for zeros
 
     # --- hyper-parameters -------------------------------------------------------------------------
 
@@ -227,8 +228,12 @@ class CausalNormHead(nn.Module):
     # --- helpers ----------------------------------------------------------------------------------
 
     def _warn_if_zero_direction(self) -> None:
-        if self._warned_zero_direction:
+        # Check once per change of mean_feature (its in-place version counter), so evaluating
+        # batch after batch does not sync the device each time.
+        version = self.mean_feature._version
+        if self._warned_zero_direction or version == self._checked_version:
             return
+        self._checked_version = version
         norms = self._split(self.mean_feature).norm(dim=-1)
         zero = [k for k, v in enumerate(norms.tolist()) if v == 0.0]  # host sync: eval path only
         if not zero:

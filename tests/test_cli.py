@@ -1,0 +1,113 @@
+"""The ``longtail`` command line: help texts, one-line user errors (exit 2), ``eval`` of a run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from longtail.cli import main
+from longtail.config import shipped_configs
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's --help and usage errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_top_level_help(capsys):
+    code, out, _ = run_main(["--help"], capsys)
+    assert code == 0
+    assert out.startswith("usage: longtail")
+    for command in ("train", "eval"):
+        assert command in out
+
+
+def test_train_help_lists_shipped_configs(capsys):
+    code, out, _ = run_main(["train", "--help"], capsys)
+    assert code == 0
+    for option in ("--set", "--out", "--resume", "--overwrite"):
+        assert option in out
+    listed = out.split("shipped configs:")[1]
+    for name in shipped_configs():
+        assert name in listed
+
+
+def test_eval_help(capsys):
+    code, out, _ = run_main(["eval", "--help"], capsys)
+    assert code == 0
+    assert "run_dir" in out and "--alpha" in out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    code, _, err = run_main([], capsys)
+    assert code == 2 and "usage:" in err
+
+
+def test_python_m_longtail_help():
+    result = subprocess.run([sys.executable, "-m", "longtail", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: longtail" in result.stdout
+
+
+def test_bad_config_key_is_one_line_with_a_suggestion(capsys, tmp_path):
+    code, out, err = run_main(["train", "--set", "train.epoch=3", "--out", str(tmp_path / "r")],
+                              capsys)
+    assert code == 2
+    assert err == ("longtail train: error: unknown config key 'train.epoch': "
+                   "did you mean 'epochs'?\n")
+    assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_unknown_config_name(capsys, tmp_path):
+    code, _, err = run_main(["train", "quickstrat", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "did you mean 'quickstart'?" in err
+
+
+def test_impossible_value_is_one_line(capsys, tmp_path):
+    code, _, err = run_main(["train", "--set", "optim.lr=0", "--out", str(tmp_path / "r")],
+                            capsys)
+    assert code == 2
+    assert err == "longtail train: error: optim.lr must be > 0, got 0.0\n"
+
+
+def test_existing_run_directory_is_refused(capsys, tiny_run):
+    code, _, err = run_main(["train", "--set", "train.epochs=1", "--out", str(tiny_run[0])],
+                            capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "already exists" in err and "--overwrite" in err
+
+
+def test_eval_of_a_run(capsys, tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    shutil.rmtree(run_dir / "eval")
+    code, out, err = run_main(["eval", str(run_dir), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "| method | top-1 | many | medium | few | balanced error | macro F1 |" in out
+    assert "quickstart (test)" in out and "quickstart (val)" in out
+    saved = json.loads((run_dir / "eval" / "test_metrics.json").read_text())
+    assert saved["top1"] == tiny_run[1]["top1"]  # re-evaluation from disk: same numbers
+
+
+def test_eval_alpha_on_a_linear_head_is_an_error(capsys, tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    code, _, err = run_main(["eval", str(run_dir), "--alpha", "1.0", "--device", "cpu"], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "head 'linear' has no TDE strength" in err
+
+
+def test_eval_of_a_missing_run(capsys, tmp_path):
+    code, _, err = run_main(["eval", str(tmp_path / "nothing")], capsys)
+    assert code == 2
+    assert err.startswith("longtail eval: error:") and err.count("\n") == 1

@@ -1,0 +1,154 @@
+"""Backbones and heads: every registered one builds, runs forward and backward, and has the feature
+size it claims; ResNet-32's parameter count against a count written out by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from longtail.config import ModelConfig
+from longtail.models import build_model, create_backbone, create_head
+from longtail.registry import BACKBONES, HEADS
+
+# Feature size per backbone (methods.md §8: 64-d standard ResNet-32, 128-d BBN variant).
+FEATURES = {"resnet32": 64, "resnet32_bbn": 128, "small_cnn": 64, "resnet50": 2048,
+            "resnext50_32x4d": 2048}
+LARGE = {"resnet50", "resnext50_32x4d"}  # torchvision trunks: one tiny forward only
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_backbone_forward_gives_features(name):
+    torch.manual_seed(0)
+    backbone = create_backbone(name, in_channels=3)
+    assert backbone.out_features == FEATURES.get(name, backbone.out_features)
+    n = 1 if name in LARGE else 4
+    backbone.eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(n, 3, 32, 32))
+    assert tuple(features.shape) == (n, backbone.out_features)
+    assert torch.isfinite(features).all()
+
+
+@pytest.mark.parametrize("name", sorted(set(BACKBONES.names()) - LARGE))
+def test_backbone_backward_in_train_mode(name):
+    torch.manual_seed(0)
+    backbone = create_backbone(name, in_channels=3)
+    backbone.train()
+    features = backbone(torch.randn(4, 3, 32, 32))
+    features.square().mean().backward()
+    grads = [p.grad for p in backbone.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_small_cnn_on_one_channel_digits():
+    backbone = create_backbone("small_cnn", in_channels=1)
+    assert tuple(backbone(torch.randn(2, 1, 8, 8)).shape) == (2, 64)
+
+
+def _conv_bn(cin: int, cout: int, k: int) -> int:
+    return cin * cout * k * k + 2 * cout  # bias-free conv + BN weight and bias
+
+
+def _block(cin: int, cout: int, projection: bool) -> int:
+    """Two 3×3 conv-BN; a 1×1 conv-BN projection shortcut when asked (option B)."""
+    return _conv_bn(cin, cout, 3) + _conv_bn(cout, cout, 3) + (
+        _conv_bn(cin, cout, 1) if projection else 0)
+
+
+def test_resnet32_parameter_count_and_feature():
+    # 3 stages × 5 blocks, 16/32/64 channels, parameter-free option-A shortcuts.
+    expected = _conv_bn(3, 16, 3)
+    expected += 5 * _block(16, 16, False)
+    expected += _block(16, 32, False) + 4 * _block(32, 32, False)
+    expected += _block(32, 64, False) + 4 * _block(64, 64, False)
+    assert expected == 463_504  # ~0.46M, the size quoted for CIFAR ResNet-32
+    backbone = create_backbone("resnet32")
+    assert sum(p.numel() for p in backbone.parameters()) == expected
+    assert backbone.out_features == 64
+    # With the 10-class linear head: the 0.46M of the papers.
+    model = build_model(ModelConfig(backbone="resnet32", head="linear"), num_classes=10)
+    assert sum(p.numel() for p in model.parameters()) == expected + 64 * 10 + 10
+
+
+def test_resnet32_bbn_parameter_count_and_feature():
+    # Option-B shortcuts; stage 3 keeps 4 shared blocks and adds two parallel final blocks.
+    expected = _conv_bn(3, 16, 3)
+    expected += 5 * _block(16, 16, False)
+    expected += _block(16, 32, True) + 4 * _block(32, 32, False)
+    expected += _block(32, 64, True) + 3 * _block(64, 64, False) + 2 * _block(64, 64, False)
+    backbone = create_backbone("resnet32_bbn")
+    assert sum(p.numel() for p in backbone.parameters()) == expected
+    assert backbone.out_features == 128
+
+
+def test_bbn_feature_halves_come_from_the_two_branches():
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet32_bbn").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = backbone(x)
+        torch.nn.init.zeros_(backbone.branch_b.bn2.weight)  # changes branch b only
+        after = backbone(x)
+    assert torch.equal(before[:, :64], after[:, :64])
+    assert not torch.equal(before[:, 64:], after[:, 64:])
+
+
+# ------------------------------------------------------------------------------------------------
+# Heads
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("name", HEADS.names())
+def test_head_forward_backward_train_and_eval(name):
+    torch.manual_seed(0)
+    head = create_head(name, in_features=64, num_classes=10)
+    x = torch.randn(8, 64, requires_grad=True)
+    labels = torch.arange(8) % 10
+
+    head.train()
+    logits = head(x)
+    assert tuple(logits.shape) == (8, 10) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    grads = [p.grad for p in head.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    if grads:  # a head with something to train (NCM has nothing) gets a gradient
+        assert any(g.abs().sum() > 0 for g in grads)
+
+    head.zero_grad()
+    head.eval()
+    x_eval = torch.randn(5, 64, requires_grad=True)
+    logits = head(x_eval)
+    assert tuple(logits.shape) == (5, 10) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert x_eval.grad is not None and torch.isfinite(x_eval.grad).all()
+    with torch.no_grad():
+        assert torch.equal(head(x_eval), head(x_eval))  # eval mode changes no state
+
+
+def test_linear_head_is_wx_plus_b():
+    head = create_head("linear", in_features=3, num_classes=2)
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]]))
+        head.fc.bias.copy_(torch.tensor([0.25, -1.0]))
+    out = head(torch.tensor([[2.0, 1.0, 3.0]]))
+    assert out.tolist() == [[2.0 - 3.0 + 0.25, 1.0 + 2.0 - 1.0]]
+
+
+def test_cosine_head_by_hand():
+    head = create_head("cosine", in_features=2, num_classes=2, tau=10.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[3.0, 0.0], [1.0, 1.0]]))
+    out = head(torch.tensor([[0.0, 5.0]]))
+    # cos with (1, 0) is 0; cos with (1, 1)/√2 is 1/√2
+    assert out[0].tolist() == pytest.approx([0.0, 10.0 / 2**0.5])
+
+
+def test_build_model_and_registry_errors():
+    model = build_model(ModelConfig(backbone="small_cnn", head="linear"), num_classes=7,
+                        in_channels=1)
+    assert tuple(model(torch.randn(3, 1, 8, 8)).shape) == (3, 7)
+    with pytest.raises(KeyError, match="unknown backbone 'resnet23': did you mean 'resnet32'"):
+        build_model(ModelConfig(backbone="resnet23"), num_classes=10)
+    with pytest.raises(TypeError, match="head 'cosine' has no option 'tua': did you mean 'tau'"):
+        build_model(ModelConfig(backbone="small_cnn", head="cosine", head_args={"tua": 2}), 10, 1)

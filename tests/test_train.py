@@ -1,0 +1,278 @@
+"""The training loop end to end on the quick-start config (digits-LT, a few epochs on the CPU):
+run-directory contents, refusing to overwrite, reproducibility, and resuming a killed run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY_OVERRIDES
+
+import longtail.train as train_module
+from longtail.config import OptimConfig, from_dict, load_config
+from longtail.models import build_model
+from longtail.train import RunExistsError, lr_factor, train
+
+# Digits-LT (quickstart.yaml): the smallest digit class (8, 174 images) minus 50 test and 10
+# validation images gives n_max = 114; ratio 10 over 10 classes: 114 · 10^(-i/9) =
+# 114, 88.3, 68.3, 52.9, 41.0, 31.7, 24.6, 19.0, 14.7, 11.4, floored.
+DIGITS_LT_COUNTS = [114, 88, 68, 52, 40, 31, 24, 19, 14, 11]
+TIMING_KEYS = {"epoch_seconds", "images_per_second"}
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def load_weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# ------------------------------------------------------------------------------------------------
+# What a finished run leaves behind
+
+
+def test_run_directory_contents(tiny_run):
+    run_dir, metrics = tiny_run
+    for name in ["config.yaml", "split.json", "metrics.jsonl", "checkpoints/last.pt",
+                 "eval/test_metrics.json", "eval/test_per_class.csv", "eval/test_outputs.pt",
+                 "eval/val_metrics.json", "eval/val_per_class.csv", "eval/val_outputs.pt"]:
+        assert (run_dir / name).is_file(), name
+
+    config = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    assert config == load_config("quickstart", TINY_OVERRIDES)
+
+    rows = read_log(run_dir)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for row in rows:
+        assert math.isfinite(row["train_loss"]) and 0 <= row["train_acc"] <= 100
+
+
+def test_split_file(tiny_run):
+    run_dir, _ = tiny_run
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["counts"] == DIGITS_LT_COUNTS
+    assert split["seed"] == 0
+    assert split["classes"] == [str(c) for c in range(10)]
+    train, val = split["train"], split["val"]
+    assert len(train) == len(set(train)) == sum(DIGITS_LT_COUNTS)
+    assert len(val) == len(set(val)) == 10 * 10
+    assert not set(train) & set(val)
+
+
+def test_checkpoint_loads_with_weights_only(tiny_run):
+    run_dir, _ = tiny_run
+    state = load_weights(run_dir)
+    assert state["epoch"] == 2
+    assert {"model", "optimizer", "scheduler", "scaler", "config"} <= state.keys()
+    config = load_config("quickstart", TINY_OVERRIDES)
+    model = build_model(config.model, num_classes=10, in_channels=1)
+    model.load_state_dict(state["model"])  # strict: every key matches
+
+
+def test_evaluation_files(tiny_run):
+    run_dir, metrics = tiny_run
+    saved = json.loads((run_dir / "eval" / "test_metrics.json").read_text())
+    assert saved["top1"] == metrics["top1"]
+    for key in ("many", "medium", "few", "balanced_error", "macro_f1"):
+        assert key in saved
+    assert saved["num_samples"] == 500
+
+    outputs = torch.load(run_dir / "eval" / "test_outputs.pt", weights_only=True)
+    assert tuple(outputs["features"].shape) == (500, 64)
+    assert tuple(outputs["logits"].shape) == (500, 10)
+    assert torch.bincount(outputs["labels"], minlength=10).tolist() == [50] * 10
+    top1 = 100 * (outputs["logits"].argmax(1) == outputs["labels"]).double().mean().item()
+    assert top1 == pytest.approx(metrics["top1"])
+
+    with open(run_dir / "eval" / "test_per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["train_count"]) for r in rows] == DIGITS_LT_COUNTS
+    assert [r["group"] for r in rows] == ["many"] + ["medium"] * 6 + ["few"] * 3
+
+
+# ------------------------------------------------------------------------------------------------
+# Run directories are never overwritten by accident
+
+
+def test_refuses_to_overwrite(tiny_run):
+    run_dir, _ = tiny_run
+    before = (run_dir / "metrics.jsonl").read_text()
+    with pytest.raises(RunExistsError, match="already exists"):
+        train(load_config("quickstart", TINY_OVERRIDES), run_dir, progress=False)
+    assert (run_dir / "metrics.jsonl").read_text() == before
+
+
+def test_overwrite_replaces_the_run(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    (run_dir / "stale.txt").write_text("from an older run")
+    train(load_config("quickstart", ["train.epochs=1", "train.device=cpu"]), run_dir,
+          overwrite=True, progress=False)
+    assert not (run_dir / "stale.txt").exists()
+    assert [row["epoch"] for row in read_log(run_dir)] == [1]
+
+
+def test_resume_needs_an_existing_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(load_config("quickstart", TINY_OVERRIDES), tmp_path / "none", resume=True,
+              progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reproducibility and resume
+
+
+def test_same_config_and_seed_give_the_same_run(tiny_run, tmp_path):
+    run_dir, metrics = tiny_run
+    again = train(load_config("quickstart", TINY_OVERRIDES), tmp_path / "again", progress=False)
+    assert again == metrics
+    assert without_timing(read_log(tmp_path / "again")) == without_timing(read_log(run_dir))
+    assert_same_state(load_weights(tmp_path / "again")["model"], load_weights(run_dir)["model"])
+
+
+THREE_EPOCHS = ["train.epochs=3", "train.device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    return run_dir, train(load_config("quickstart", THREE_EPOCHS), run_dir, progress=False)
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def kill_mid_epoch_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill on the 3rd step of epoch 2 (15 steps per epoch: 461 images, batch 32): the loss
+    module's forward hook raises, after the epoch-1 checkpoint and 2 optimizer steps of
+    epoch 2 that the checkpoint does not contain."""
+    real = train_module.build_loss
+    calls = []
+
+    def build_loss(config, data, device):  # noqa: ANN001, ANN202
+        loss = real(config, data, device)
+
+        def hook(module, args):  # noqa: ANN001, ANN202
+            calls.append(1)
+            if len(calls) == 15 + 3:
+                raise Killed
+
+        loss.register_forward_pre_hook(hook)
+        return loss
+
+    monkeypatch.setattr(train_module, "build_loss", build_loss)
+
+
+def kill_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill right after the epoch-1 checkpoint has landed on disk."""
+    real = train_module.save_checkpoint
+
+    def save_checkpoint(state, path):  # noqa: ANN001, ANN202
+        real(state, path)
+        if state["epoch"] == 1:
+            raise Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_checkpoint)
+
+
+@pytest.mark.parametrize("kill", [kill_mid_epoch_two, kill_after_first_checkpoint])
+def test_resume_after_a_kill_matches_the_uninterrupted_run(uninterrupted, tmp_path, kill):
+    config = load_config("quickstart", THREE_EPOCHS)
+    run_dir = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        kill(monkeypatch)
+        with pytest.raises(Killed):
+            train(config, run_dir, progress=False)
+    assert load_weights(run_dir)["epoch"] == 1
+    assert not (run_dir / "eval").exists()
+
+    resumed = train(config, run_dir, resume=True, progress=False)
+
+    reference_dir, reference = uninterrupted
+    assert resumed == reference
+    ours, theirs = load_weights(run_dir), load_weights(reference_dir)
+    assert ours["epoch"] == theirs["epoch"] == 3
+    assert_same_state(ours["model"], theirs["model"])
+    for a, b in zip(ours["optimizer"]["state"].values(), theirs["optimizer"]["state"].values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert ours["scheduler"] == theirs["scheduler"]
+    # One log line per epoch, none lost or repeated, the same numbers.
+    assert without_timing(read_log(run_dir)) == without_timing(read_log(reference_dir))
+    assert (run_dir / "split.json").read_text() == (reference_dir / "split.json").read_text()
+
+
+def test_resume_drops_log_lines_the_checkpoint_does_not_contain(uninterrupted, tmp_path):
+    """A kill after the log line but before the checkpoint: the line is dropped on resume and the
+    epoch is trained again."""
+    reference_dir, reference = uninterrupted
+    config = load_config("quickstart", THREE_EPOCHS)
+    run_dir = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        real = train_module.save_checkpoint
+
+        def save_checkpoint(state, path):  # noqa: ANN001, ANN202
+            if state["epoch"] == 2:
+                raise Killed  # the epoch-2 line is written, its checkpoint is not
+            real(state, path)
+
+        monkeypatch.setattr(train_module, "save_checkpoint", save_checkpoint)
+        with pytest.raises(Killed):
+            train(config, run_dir, progress=False)
+    assert [row["epoch"] for row in read_log(run_dir)] == [1, 2]
+    assert load_weights(run_dir)["epoch"] == 1
+    assert train(config, run_dir, resume=True, progress=False) == reference
+    assert without_timing(read_log(run_dir)) == without_timing(read_log(reference_dir))
+
+
+def test_resume_of_a_finished_run_only_evaluates(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    assert train(load_config("quickstart", TINY_OVERRIDES), run_dir, resume=True,
+                 progress=False) == tiny_run[1]
+    assert [row["epoch"] for row in read_log(run_dir)] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning-rate schedule, by hand
+
+
+def test_lr_warmup_then_multistep():
+    cfg = OptimConfig(warmup_epochs=1, schedule="multistep", milestones=[2, 4], gamma=0.1)
+    factor = lr_factor(cfg, epochs=6, steps_per_epoch=10)
+    assert factor(0) == pytest.approx(1 / 10)  # linear warm-up over the first 10 steps
+    assert factor(4) == pytest.approx(5 / 10)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(19) == pytest.approx(1.0)
+    assert factor(20) == pytest.approx(0.1)  # epoch 2
+    assert factor(40) == pytest.approx(0.01)  # epoch 4
+    assert factor(59) == pytest.approx(0.01)
+
+
+def test_lr_cosine_and_constant():
+    cosine = lr_factor(OptimConfig(warmup_epochs=0, schedule="cosine"), 10, 10)
+    assert cosine(0) == pytest.approx(1.0)
+    assert cosine(50) == pytest.approx(0.5)
+    assert cosine(100) == pytest.approx(0.0)
+    warm = lr_factor(OptimConfig(warmup_epochs=2, schedule="cosine"), 12, 10)
+    assert warm(20) == pytest.approx(1.0) and warm(70) == pytest.approx(0.5)
+    constant = lr_factor(OptimConfig(warmup_epochs=0, schedule="constant"), 10, 10)
+    assert constant(0) == constant(99) == 1.0
