@@ -210,7 +210,7 @@ def _train_quick(rank: int, overrides: list[str], run_dir: str) -> None:
 
 def test_two_processes_equal_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(BACKBONES._entries, "test_conv_no_bn", ConvNoBN)
-    overrides = QUICK + ["model.backbone=test_conv_no_bn", "train.epochs=2"]
+    overrides = QUICK + ["model.backbone=test_conv_no_bn", "train.epochs=2", "train.eval_every=1"]
     _fork(_train_quick, overrides, str(tmp_path / "two"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -233,6 +233,56 @@ def test_two_processes_equal_one_process(tmp_path: Path, monkeypatch: pytest.Mon
     metrics = json.loads((tmp_path / "two/eval/test_metrics.json").read_text())
     assert metrics["num_samples"] == 500
     assert abs(metrics["top1"] - single["top1"]) <= 0.2  # at most one near-tie flips
+    # Evaluation during training (eval_every) is gathered too.
+    rows = [json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[0])
+            for run in ("one", "two")]
+    assert abs(rows[0]["test_top1"] - rows[1]["test_top1"]) <= 0.2
+    assert rows[0]["train_loss"] == pytest.approx(rows[1]["train_loss"], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The DataLoader (large-image) path under two processes
+
+
+def _jpeg_lists(root: Path, counts: dict[str, list[int]]) -> dict[str, Path]:
+    """Tiny JPEGs under root/<split>/c<k>/ and '<path> <label>' list files."""
+    from PIL import Image
+
+    lists = {}
+    for split, per_class in counts.items():
+        lines = []
+        for label, count in enumerate(per_class):
+            (root / split / f"c{label}").mkdir(parents=True)
+            for i in range(count):
+                shade = (60 * label + 7 * i) % 256
+                Image.new("RGB", (20, 20), (shade, 255 - shade, 90)).save(
+                    root / split / f"c{label}" / f"{i}.jpg")
+                lines.append(f"{split}/c{label}/{i}.jpg {label}")
+        lists[split] = root / f"{split}.txt"
+        lists[split].write_text("\n".join(lines) + "\n")
+    return lists
+
+
+def test_list_dataset_under_two_processes(tmp_path: Path) -> None:
+    # 13 training images (odd: one padded position), 7 test images (shards of 4 and 3).
+    lists = _jpeg_lists(tmp_path / "data", {"train": [7, 4, 2], "test": [3, 2, 2]})
+    overrides = [f"data.root={tmp_path / 'data'}", f"data.train_list={lists['train']}",
+                 f"data.test_list={lists['test']}", "data.val_list=null", "data.image_size=16",
+                 "data.num_workers=0", "model.backbone=small_cnn", "model.head=causal_norm",
+                 "train.epochs=1", "train.batch_size=4", "train.precision=fp32",
+                 "train.channels_last=false", "train.device=cpu", "train.log_every=0"]
+    _fork(_train_list, overrides, str(tmp_path / "run"))
+    outputs = torch.load(tmp_path / "run/eval/test_outputs.pt", weights_only=True)
+    assert outputs["labels"].tolist() == [0, 0, 0, 1, 1, 2, 2]  # each image once, in order
+    row = json.loads((tmp_path / "run/metrics.jsonl").read_text())
+    assert row["images_per_second"] > 0
+    # 13 positions padded to 14: 7 per process, batches of 2 (global 4): 4 steps each.
+    assert torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)[
+        "scheduler"]["last_epoch"] == 4
+
+
+def _train_list(rank: int, overrides: list[str], run_dir: str) -> None:
+    train(load_config("imagenet_lt", overrides), run_dir, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
