@@ -87,6 +87,9 @@ def _train(args: argparse.Namespace) -> None:
         return
     train(config, run_dir, resume=args.resume, overwrite=args.overwrite, device=args.device,
           progress=not args.no_progress)
+    from longtail.distributed import exit_worker
+
+    exit_worker(0)  # under torchrun: leave before interpreter teardown (see its docstring)
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ without torchrun. The conventions, in one place:
   ``j`` of all processes together covers exactly the positions of a one-process run's batch ``j``.
 * Evaluation data: process ``r`` runs positions ``r::N`` of the test set (no padding);
   ``gather_outputs`` puts the pieces back in the original order, each image exactly once.
-* Buffers: DDP does not broadcast buffers (``broadcast_buffers=False``). The causal-norm head
+* Buffers: DDP does not broadcast rank 0's buffers before every forward. The causal-norm head
   all-reduces its own batch mean (identical on every process at every step); BatchNorm running
   statistics are per-process estimates during an epoch and are averaged over processes at the end
   of each epoch (``average_batchnorm_stats``), before any checkpoint or evaluation.
@@ -18,7 +18,9 @@ without torchrun. The conventions, in one place:
 from __future__ import annotations
 
 import inspect
+import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,6 +99,22 @@ def process_group(device: torch.device) -> Iterator[None]:
     finally:
         if owned:
             destroy_process_group()
+
+
+def exit_worker(code: int = 0) -> None:
+    """End a torchrun worker right away once its run is finished and saved (no-op otherwise).
+
+    Why: DistributedDataParallel keeps references to the process group that outlive
+    ``destroy_process_group`` (seen with torch 2.14 and gloo), so the group is only torn down
+    during interpreter finalization, which now and then aborts (SIGABRT, "terminate called
+    without an active exception") a process whose work is complete, and torchrun then reports
+    the whole run as failed. ``os._exit`` skips that finalization."""
+    if not launched_by_torchrun():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 @contextmanager

@@ -208,7 +208,7 @@ def decode_images(paths: list[str], cache_dir: str | None = None) -> torch.Tenso
                                                                            dtype=torch.uint8)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")  # processes never share a temp
         torch.save(images, tmp)
         os.replace(tmp, cache_file)
     return images
