@@ -97,7 +97,8 @@ def run_suite(suite_name: str, budget: str = "cpu", seeds: list[int] | None = No
               data_root: str | None = None, ratio: float | None = None,
               runs_root: str = "runs/bench", methods: list[str] | None = None,
               device: str | None = None,
-              results_root: str = "benchmarks/results") -> Path:
+              results_root: str = "benchmarks/results",
+              overrides: list[str] | None = None) -> Path:
     from longtail.train import train
 
     if suite_name not in SUITES:
@@ -114,7 +115,7 @@ def run_suite(suite_name: str, budget: str = "cpu", seeds: list[int] | None = No
         if methods and method.key not in methods:
             continue
         for seed in seeds:
-            common = [f"train.seed={seed}", f"name={method.key}"]
+            common = [*(overrides or []), f"train.seed={seed}", f"name={method.key}"]
             if data_root:
                 common.append(f"data.root={data_root}")
             if ratio:
@@ -181,7 +182,7 @@ def row_metrics(run_dir: Path, row: Row) -> tuple[dict, float | None]:
     """Test metrics of one row for one finished run, and the knob value used."""
     from longtail.checkpoint import read_json
     from longtail.inference import parse_range
-    from longtail.sweep import evaluate_at, load_outputs, sweep, write_sweep
+    from longtail.sweep import evaluate_at, load_outputs, sweep, sweep_extras, write_sweep
 
     if row.knob is None:
         return read_json(run_dir / "eval" / "test_metrics.json"), None
@@ -190,7 +191,7 @@ def row_metrics(run_dir: Path, row: Row) -> tuple[dict, float | None]:
         if "val" not in run.splits:
             raise ValueError(f"{run_dir}: row '{row.label}' needs a validation split")
         result = sweep(run, row.knob, parse_range(GRIDS[row.knob]))
-        write_sweep(result, run_dir / "sweeps")
+        write_sweep(result, run_dir / "sweeps", sweep_extras(run, row.knob))
         return result["test_at_selected"], result["selected"]
     return evaluate_at(run, row.knob, float(row.value)), float(row.value)
 
@@ -248,6 +249,8 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
         d = run_base / method.key / f"seed{seeds[0]}"
         if (d / "config.yaml").exists():
             shutil.copy(d / "config.yaml", out_dir / "configs" / f"{method.key}.yaml")
+        if (d / "sweeps").is_dir():
+            shutil.copytree(d / "sweeps", out_dir / "sweeps" / method.key, dirs_exist_ok=True)
         if (d / "metrics.jsonl").exists():
             lines = (d / "metrics.jsonl").read_text().splitlines()
             seconds[method.key] = sum(json.loads(x).get("epoch_seconds", 0.0) for x in lines if x)

@@ -126,7 +126,7 @@ def _bench(args: argparse.Namespace) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",") if args.methods else None
     run_suite(args.suite, args.budget, seeds, args.data_root, args.ratio, args.runs_root,
-              methods, args.device, args.results_root)
+              methods, args.device, args.results_root, args.set)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="imbalance ratio (default: the config's, 100)")
     p.add_argument("--methods", help="comma-separated subset of method keys")
     p.add_argument("--runs-root", default="runs/bench", help="where run directories go")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value for every run of the suite (repeatable)")
     p.add_argument("--results-root", default="benchmarks/results",
                    help="where the suite's table goes (<results-root>/<suite>/)")
     p.add_argument("--device")

@@ -159,20 +159,25 @@ def plot_sweep(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run_sweep(run_dir: str | Path, knob: str, values: list[float]) -> dict:
-    """The ``longtail sweep`` command: sweep, select, write ``RUN_DIR/sweeps/``, print."""
+def sweep_extras(run: RunOutputs, knob: str) -> dict:
+    """For α: the authors' heuristic (mean α·cos ≈ 1) beside the validated choice. It needs no
+    labels, so computing it on test features is fair."""
     from longtail.inference import alpha_heuristic
 
+    if knob != "alpha":
+        return {}
+    part = "val" if "val" in run.splits else "test"
+    heuristic = alpha_heuristic(run.head, run.splits[part]["features"])
+    return {"authors_heuristic_alpha": round(heuristic, 4),
+            "test_top1_at_heuristic": round(evaluate_at(run, "alpha", heuristic)["top1"], 2)}
+
+
+def run_sweep(run_dir: str | Path, knob: str, values: list[float]) -> dict:
+    """The ``longtail sweep`` command: sweep, select, write ``RUN_DIR/sweeps/``, print."""
     run_dir = Path(run_dir)
     run = load_outputs(run_dir)
     result = sweep(run, knob, values)
-    extra = {}
-    if knob == "alpha":
-        # The authors' heuristic (mean α·cos ≈ 1) needs no labels, so test features are fair.
-        part = "val" if "val" in run.splits else "test"
-        heuristic = alpha_heuristic(run.head, run.splits[part]["features"])
-        extra["authors_heuristic_alpha"] = round(heuristic, 4)
-        extra["test_top1_at_heuristic"] = round(evaluate_at(run, "alpha", heuristic)["top1"], 2)
+    extra = sweep_extras(run, knob)
     write_sweep(result, run_dir / "sweeps", extra)
     t = result["test_at_selected"]
     where = "validation" if result["selected_on"] == "val" else "TEST (no validation split)"
