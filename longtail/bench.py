@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from longtail.config import load_config, shipped_configs
+from longtail.config import Config, load_config, shipped_configs
 
 
 @dataclass
@@ -115,33 +115,19 @@ def run_suite(suite_name: str, budget: str = "cpu", seeds: list[int] | None = No
         if methods and method.key not in methods:
             continue
         for seed in seeds:
-            common = [*(overrides or []), f"train.seed={seed}", f"name={method.key}"]
-            if data_root:
-                common.append(f"data.root={data_root}")
-            if ratio:
-                common.append(f"data.imbalance_ratio={ratio}")
-            epochs = load_config(suite.configs[budget], common).train.epochs
-            # Schedules given as a fraction of training (DRW at 80%) follow the budget.
-            overrides = [o.replace("{drw_epoch}", str(round(0.8 * epochs)))
-                         for o in method.overrides]
             run_dir = run_base / method.key / f"seed{seed}"
             if (run_dir / "eval" / "test_metrics.json").exists():
                 print(f"[bench] {method.key} seed {seed}: done, skipping", flush=True)
                 continue
+            config = method_config(suite_name, budget, method, seed, data_root, ratio, overrides)
             if method.stage2 is not None:
                 from longtail.decouple import train_stage2
 
                 init_dir = run_base / method.init / f"seed{seed}"
-                # The shipped stage-2 recipe for this budget, else the defaults of `stage2`.
-                name = f"{suite.configs[budget]}_{method.stage2}"
-                config = (load_config(name, common) if name in shipped_configs() else
-                          load_config(suite.configs[budget],
-                                      common + [f"stage2.method={method.stage2}"]))
                 print(f"[bench] {method.key} seed {seed}: stage 2 on {init_dir}", flush=True)
                 train_stage2(config, init_dir, run_dir, overwrite=True, device=device,
                              progress=sys.stderr.isatty())
                 continue
-            config = load_config(suite.configs[budget], common + overrides)
             resume = (run_dir / "checkpoints" / "last.pt").exists()
             print(f"[bench] {method.key} seed {seed}: {'resuming' if resume else 'training'} "
                   f"in {run_dir}", flush=True)
@@ -153,6 +139,30 @@ def run_suite(suite_name: str, budget: str = "cpu", seeds: list[int] | None = No
     print(path.read_text())
     print(f"[bench] results in {out_dir}")
     return out_dir
+
+
+def method_config(suite_name: str, budget: str, method: TrainedMethod, seed: int,
+                  data_root: str | None = None, ratio: float | None = None,
+                  overrides: list[str] | None = None) -> Config:
+    """The resolved config of one method's run: the budget's config, the user's ``--set``
+    overrides, the seed, the data options, then this method's own overrides (and nothing of any
+    other method's)."""
+    base = SUITES[suite_name].configs[budget]
+    common = [*(overrides or []), f"train.seed={seed}", f"name={method.key}"]
+    if data_root:
+        common.append(f"data.root={data_root}")
+    if ratio:
+        common.append(f"data.imbalance_ratio={ratio}")
+    if method.stage2 is not None:
+        # The shipped stage-2 recipe for this budget, else the defaults of `stage2`.
+        name = f"{base}_{method.stage2}"
+        if name in shipped_configs():
+            return load_config(name, common)
+        return load_config(base, common + [f"stage2.method={method.stage2}"])
+    epochs = load_config(base, common).train.epochs
+    # Schedules given as a fraction of training (DRW at 80%) follow the budget.
+    own = [o.replace("{drw_epoch}", str(round(0.8 * epochs))) for o in method.overrides]
+    return load_config(base, common + own)
 
 
 def command_line() -> str:

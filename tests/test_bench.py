@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
-from longtail.bench import SUITES, run_suite
+from longtail.bench import SUITES, method_config, run_suite
+from longtail.config import load_config
 
 FAST = ["train.epochs=2", "train.device=cpu"]
 
@@ -41,3 +43,40 @@ def test_every_suite_method_key_is_unique() -> None:
     for suite in SUITES.values():
         keys = [m.key for m in suite.methods]
         assert len(keys) == len(set(keys))
+
+
+def _flat(config: object) -> dict:
+    """Config as {'section.key': value}."""
+    out = {}
+    for section, values in dataclasses.asdict(config).items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+        else:
+            out[section] = values
+    return out
+
+
+def test_each_method_config_carries_only_its_own_overrides() -> None:
+    # Regression: one method's overrides once leaked into every method after it (the LA-loss run
+    # trained a causal-norm head, the cosine-TDE run an LA loss).
+    base = _flat(load_config("cifar10_lt_cpu", ["train.seed=0"]))
+    for method in SUITES["cifar10_lt"].methods:
+        if method.stage2 is not None:
+            continue
+        config = _flat(method_config("cifar10_lt", "cpu", method, seed=0))
+        changed = {k for k in base if k != "name" and config[k] != base[k]}
+        own = {o.split("=", 1)[0] for o in method.overrides}
+        assert changed <= own, (method.key, changed - own)
+    deconfound, la_loss = (next(m for m in SUITES["cifar10_lt"].methods if m.key == key)
+                           for key in ("deconfound", "la_loss"))
+    assert method_config("cifar10_lt", "cpu", deconfound, 0).model.head == "causal_norm"
+    la = method_config("cifar10_lt", "cpu", la_loss, 0)
+    assert (la.model.head, la.loss.name) == ("linear", "logit_adjusted")
+
+
+def test_method_config_applies_seed_ratio_root_and_user_overrides() -> None:
+    method = SUITES["cifar10_lt"].methods[0]
+    config = method_config("cifar10_lt", "cpu", method, seed=3, data_root="/data/c10", ratio=10,
+                           overrides=["train.epochs=1"])
+    assert (config.train.seed, config.data.imbalance_ratio, config.data.root,
+            config.train.epochs, config.name) == (3, 10, "/data/c10", 1, method.key)
