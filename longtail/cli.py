@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=50, help="timed model-only steps per variant")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="time model-only steps and end-to-end epochs this many times, keep the "
+                        "best (a shared machine's jitter only slows a run)")
     p.add_argument("--variants", default="all",
                    help="all, or a subset of fp32-cf,fp32-cl,bf16-cf,bf16-cl")
     p.add_argument("--config", default="cifar10_lt_cpu", help="config of the end-to-end epoch")

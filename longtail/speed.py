@@ -125,8 +125,9 @@ def _timed(device: torch.device, run: Callable[[], int]) -> tuple[float, int]:
 
 def model_throughput(device: torch.device, precision: str = "fp32", channels_last: bool = False,
                      batch_size: int = 128, steps: int = 50, warmup: int = 5,
-                     num_classes: int = 10, image_size: int = 32) -> dict:
-    """Training images/s of ResNet-32 + linear head on one fixed random batch."""
+                     num_classes: int = 10, image_size: int = 32, repeats: int = 2) -> dict:
+    """Training images/s of ResNet-32 + linear head on one fixed random batch: the best of
+    ``repeats`` timings of ``steps`` steps (a shared machine's jitter only ever slows a run)."""
     torch.manual_seed(0)
     fmt = _memory_format(channels_last)
     model = resnet32(num_classes).to(device).to(memory_format=fmt)
@@ -142,10 +143,12 @@ def model_throughput(device: torch.device, precision: str = "fp32", channels_las
             step(images, labels)
         return steps * batch_size
 
-    seconds, images_seen = _timed(device, run)
+    timings = [_timed(device, run) for _ in range(repeats)]
+    seconds, images_seen = min(timings)
     return {"precision": precision, "channels_last": channels_last, "batch_size": batch_size,
-            "steps": steps, "warmup": warmup, "seconds": seconds,
-            "images_per_second": images_seen / seconds, "ms_per_step": 1000 * seconds / steps}
+            "steps": steps, "warmup": warmup, "repeats": repeats, "seconds": seconds,
+            "images_per_second": images_seen / seconds, "ms_per_step": 1000 * seconds / steps,
+            "images_per_second_each": [n / t for t, n in timings]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,9 +187,10 @@ def _iterate(loader: Iterable, limit: int | None,
 
 def end_to_end_throughput(pipeline: PipelineData, device: torch.device, precision: str,
                           channels_last: bool, batch_size: int = 128, warmup: int = 5,
-                          max_batches: int | None = None) -> dict:
-    """Training images/s over one epoch of ``make_loader`` + ``TrainStep``, and of the loader
-    alone. ``max_batches`` cuts the epoch short (smoke tests only)."""
+                          max_batches: int | None = None, repeats: int = 2) -> dict:
+    """Training images/s of whole epochs of ``make_loader`` + ``TrainStep`` (the best of
+    ``repeats`` epochs), and of the loader alone. ``max_batches`` cuts epochs short (smoke tests
+    only)."""
     from longtail.data import create_sampler, make_loader
 
     config, data = pipeline.config, pipeline.data
@@ -201,7 +205,7 @@ def end_to_end_throughput(pipeline: PipelineData, device: torch.device, precisio
                          sampler=sampler, seed=config.train.seed, channels_last=channels_last)
     # Warm-up on epoch 0's first batches and on its short last batch: a new batch shape makes
     # oneDNN/cuDNN build new kernels once per run, which a steady-state epoch does not pay.
-    # Epoch 1 is then timed whole (its short last batch included).
+    # Epochs 1.. are then timed whole (their short last batch included).
     loader.set_epoch(0)
     batches = list(loader)
     for images, labels in batches[:warmup] + batches[-1:]:
@@ -209,11 +213,16 @@ def end_to_end_throughput(pipeline: PipelineData, device: torch.device, precisio
     del batches
     loader.set_epoch(1)
     loader_seconds, loader_images = _timed(device, lambda: _iterate(loader, max_batches, None))
-    seconds, images_seen = _timed(device, lambda: _iterate(loader, max_batches, step))
+    timings = []
+    for epoch in range(1, repeats + 1):
+        loader.set_epoch(epoch)
+        timings.append(_timed(device, lambda: _iterate(loader, max_batches, step)))
+    seconds, images_seen = min(timings)
     return {"precision": precision, "channels_last": channels_last, "batch_size": batch_size,
             "batches": -(-images_seen // batch_size), "images": images_seen,
             "full_epoch": max_batches is None or max_batches >= len(loader),
             "epoch_seconds": seconds, "images_per_second": images_seen / seconds,
+            "repeats": repeats, "images_per_second_each": [n / t for t, n in timings],
             "loader_seconds": loader_seconds,
             "loader_images_per_second": loader_images / loader_seconds}
 
@@ -335,7 +344,7 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
               data_root: str | None = None, end_to_end: bool = True,
               max_batches: int | None = None, eval_batch_size: int | None = None,
               eval_steps: int = 20, threads: int | None = None, command: str | None = None,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, repeats: int = 2) -> dict:
     """Run (a), (b), (c); write ``speed.json`` and ``speed.md`` into ``out_dir`` (None: don't
     write); return the results."""
     if threads is not None:
@@ -348,6 +357,7 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
                      "settings": {"batch_size": batch_size, "steps": steps, "warmup": warmup,
                                   "variants": keys, "eval_batch_size": eval_batch_size,
                                   "eval_steps": eval_steps, "max_batches": max_batches,
+                                  "repeats": repeats,
                                   "config": config_name},
                      "goal_ratio": GOAL_RATIO}
     started = time.perf_counter()
@@ -356,14 +366,14 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
     results["model_only"] = []
     for key in keys:
         precision, cl = VARIANTS[key]
-        row = model_throughput(dev, precision, cl, batch_size, steps, warmup)
+        row = model_throughput(dev, precision, cl, batch_size, steps, warmup, repeats=repeats)
         results["model_only"].append(row)
         _log(f"  {_variant_label(precision, cl)}: {row['images_per_second']:.1f} img/s", quiet)
     ceilings = {(r["precision"], r["channels_last"]): r["images_per_second"]
                 for r in results["model_only"]}
 
     results["end_to_end"] = _end_to_end(dev, keys, ceilings, config_name, data_root, end_to_end,
-                                        batch_size, warmup, max_batches, quiet)
+                                        batch_size, warmup, max_batches, quiet, repeats)
 
     _log("(c) evaluation throughput", quiet)
     results["eval"] = {"backbone_head": [], "head_only": []}
@@ -392,7 +402,7 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
 
 def _end_to_end(dev: torch.device, keys: list[str], ceilings: dict, config_name: str,
                 data_root: str | None, enabled: bool, batch_size: int, warmup: int,
-                max_batches: int | None, quiet: bool) -> dict:
+                max_batches: int | None, quiet: bool, repeats: int = 2) -> dict:
     """Part (b), or a note saying why it was skipped."""
     if not enabled:
         return {"skipped": "disabled (--no-e2e)"}
@@ -421,7 +431,8 @@ def _end_to_end(dev: torch.device, keys: list[str], ceilings: dict, config_name:
                      "rows": []}
     for key in keys:
         precision, cl = VARIANTS[key]
-        row = end_to_end_throughput(pipeline, dev, precision, cl, batch_size, warmup, max_batches)
+        row = end_to_end_throughput(pipeline, dev, precision, cl, batch_size, warmup, max_batches,
+                                    repeats)
         row["ceiling_images_per_second"] = ceilings[(precision, cl)]
         row["ratio"] = row["images_per_second"] / row["ceiling_images_per_second"]
         row["meets_goal"] = row["ratio"] >= GOAL_RATIO
@@ -484,7 +495,7 @@ def format_markdown(results: dict) -> str:
     lines += ["## (a) Model-only training throughput", "",
               f"ResNet-32 + linear head, one fixed random batch of {s['batch_size']} in memory, "
               f"forward + cross-entropy + backward + SGD; warm-up steps: {s['warmup']}, timed "
-              f"steps: {s['steps']}.", "",
+              f"steps: {s['steps']}, best of {s.get('repeats', 1)} timings.", "",
               "| precision | memory format | images/s | ms/step |", "|---|---|---|---|"]
     for r in results["model_only"]:
         lines.append(f"| {r['precision']} | {_mf(r)} | {_fmt(r['images_per_second'])} | "
@@ -500,7 +511,7 @@ def format_markdown(results: dict) -> str:
                   f"images from `{e2e['data_root']}`; reading the data took "
                   f"{e2e['setup_cold_cache_seconds']:.1f} s with an empty decode cache and "
                   f"{e2e['setup_seconds']:.1f} s from the cache) through `make_loader` and the "
-                  "same step, timed "
+                  f"same step; the best of {s.get('repeats', 1)} epochs, timed "
                   f"after warm-up on {s['warmup']} batches and on the short last batch (a new "
                   "batch shape builds new kernels once per run, not once per epoch). The "
                   f"config trains with {e2e['config_variant']}. Goal: end-to-end / model-only "
@@ -544,7 +555,8 @@ def _mf(row: dict) -> str:
 def command_line(args: argparse.Namespace) -> str:
     """The full, explicit command that reproduces a run (every option spelled out)."""
     parts = ["longtail", "speed", "--device", args.device, "--batch-size", str(args.batch_size),
-             "--steps", str(args.steps), "--warmup", str(args.warmup), "--variants",
+             "--steps", str(args.steps), "--warmup", str(args.warmup), "--repeats",
+             str(args.repeats), "--variants",
              args.variants, "--out", args.out]
     if args.data_root:
         parts += ["--data-root", args.data_root]
@@ -563,11 +575,11 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run_from_args(args: argparse.Namespace) -> dict:
     """Entry point of ``longtail speed``: ``args`` is the parsed command line."""
-    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
-        raise ValueError("--batch-size and --steps must be >= 1, --warmup >= 0")
+    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+        raise ValueError("--batch-size, --steps and --repeats must be >= 1, --warmup >= 0")
     return run_speed(device=args.device, out_dir=args.out, batch_size=args.batch_size,
                      steps=args.steps, warmup=args.warmup, variants=parse_variants(args.variants),
                      config_name=args.config, data_root=args.data_root,
                      end_to_end=not args.no_e2e,
                      max_batches=args.e2e_batches, eval_steps=args.eval_steps,
-                     threads=args.threads, command=command_line(args))
+                     threads=args.threads, command=command_line(args), repeats=args.repeats)
