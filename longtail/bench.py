@@ -22,7 +22,8 @@ class Row:
 
     ``knob=None``: the run's own evaluation. Otherwise a post-hoc knob of ``longtail.sweep``
     (alpha, logit_adjust, tau_norm) at a fixed ``value``, or ``value="val"``: the value chosen on
-    the validation split over ``GRIDS[knob]``."""
+    the validation split over ``GRIDS[knob]``, or (α only) ``value="heuristic"``: the TDE
+    authors' α = 1 / mean cos(x, head direction), from validation features (no labels)."""
 
     label: str
     knob: str | None = None
@@ -62,6 +63,7 @@ CIFAR_METHODS = [
         Row("De-confound (α=0)", "alpha", 0.0),
         Row("De-confound-TDE, α=1 (paper's CIFAR-10 value)", "alpha", 1.0),
         Row("De-confound-TDE, α* (val)", "alpha", "val"),
+        Row("De-confound-TDE, α by the authors' heuristic", "alpha", "heuristic"),
     ]),
     TrainedMethod("la_loss", ["loss.name=logit_adjusted", "loss.args={tau: 1.0}"],
                   [Row("LA loss (τ=1)")]),
@@ -203,6 +205,12 @@ def row_metrics(run_dir: Path, row: Row) -> tuple[dict, float | None]:
         result = sweep(run, row.knob, parse_range(GRIDS[row.knob]))
         write_sweep(result, run_dir / "sweeps", sweep_extras(run, row.knob))
         return result["test_at_selected"], result["selected"]
+    if row.value == "heuristic":
+        from longtail.inference import alpha_heuristic
+
+        part = "val" if "val" in run.splits else "test"
+        alpha = round(alpha_heuristic(run.head, run.splits[part]["features"]), 2)
+        return evaluate_at(run, row.knob, alpha), alpha
     return evaluate_at(run, row.knob, float(row.value)), float(row.value)
 
 

@@ -20,7 +20,8 @@ def test_digits_suite_subset_writes_table_and_skips_finished_runs(tmp_path: Path
                     results_root=str(results), overrides=FAST)
     table = (out / "results.md").read_text()
     for label in ("Baseline (linear, CE)", "LA post-hoc, τ=1", "De-confound (α=0)",
-                  "De-confound-TDE, α* (val)", "NCM (decoupling)"):
+                  "De-confound-TDE, α* (val)", "De-confound-TDE, α by the authors' heuristic",
+                  "NCM (decoupling)"):
         assert f"| {label} |" in table
     # Rows of methods that were not run are absent, not faked.
     assert "LDAM-DRW" not in table and "Focal" not in table
@@ -28,6 +29,8 @@ def test_digits_suite_subset_writes_table_and_skips_finished_runs(tmp_path: Path
         rows = list(csv.DictReader(f))
     tde = next(r for r in rows if r["label"] == "De-confound-TDE, α* (val)")
     assert tde["knob"] == "alpha" and tde["values"] != ""
+    heuristic = next(r for r in rows if r["label"].endswith("authors' heuristic"))
+    assert float(heuristic["values"]) > 0
     assert (out / "configs" / "baseline.yaml").exists()
     assert (out / "command.txt").exists()
     assert (out / "sweeps" / "deconfound" / "alpha.json").exists()
