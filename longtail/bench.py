@@ -83,7 +83,7 @@ CIFAR_METHODS = [
                                "loss.args={max_margin: 0.5, scale: 30.0, drw_epoch: {drw_epoch}}"],
                   [Row("LDAM-DRW")]),
     TrainedMethod("capsule_tde", ["model.head=capsule_tde", "model.head_args={tau: 16.0}"], [
-        Row("Capsule (squash ||x||²/(1+||x||²))", "alpha", 0.0),
+        Row("Capsule (squash ‖x‖²/(1+‖x‖²))", "alpha", 0.0),
         Row("Capsule-TDE, α* (val)", "alpha", "val"),
     ]),
 ]
@@ -242,6 +242,10 @@ def collect(suite_name: str, run_base: Path, seeds: list[int]) -> list[dict]:
     return table
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def _cell(entry: dict, col: str) -> str:
     mean, std = entry[col], entry[f"{col}_std"]
     if mean is None:
@@ -305,7 +309,7 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
             f"{GRIDS['alpha']}, τ over {GRIDS['logit_adjust']}; the chosen values are in "
             "results.csv",
             "- training time per run (seed "
-            f"{seeds[0]}): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()),
+            f"{seeds[0]}): " + ", ".join(f"{k} {_duration(v)}" for k, v in seconds.items()),
         ]
         if d["dataset"] == "folder" and "cifar10-jpeg" in str(d["root"]):
             lines.append("- data note: the class-folder CIFAR-10 copy stored as JPEG quality 75 "
@@ -315,8 +319,8 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
     for e in table:
         knob = "" if e["knob"] is None else (
             f"{e['knob']}=" + "/".join(f"{v:g}" for v in e["values"]))
-        lines.append(f"| {e['label']} | " + " | ".join(_cell(e, c) for c in COLUMNS)
-                     + f" | {knob} |")
+        label = e["label"].replace("|", "\\|")  # a bare | would split the table cell
+        lines.append(f"| {label} | " + " | ".join(_cell(e, c) for c in COLUMNS) + f" | {knob} |")
     paper = PAPER_TOP1.get(suite_name)
     if paper:
         which = {100: 0, 50: 1, 10: 2}.get(int(ratio or 100))
