@@ -523,8 +523,8 @@ def format_markdown(results: dict) -> str:
     if "skipped" in e2e:
         lines += [f"Skipped: {e2e['skipped']}.", ""]
     else:
-        lines += [f"One epoch of `{e2e['config']}` ({e2e['train_images']:,} long-tailed training "
-                  f"images from `{e2e['data_root']}`; reading the data took "
+        lines += [f"Whole epochs of `{e2e['config']}` ({e2e['train_images']:,} long-tailed "
+                  f"training images from `{e2e['data_root']}`; reading the data took "
                   f"{e2e['setup_cold_cache_seconds']:.1f} s with an empty decode cache and "
                   f"{e2e['setup_seconds']:.1f} s from the cache) through `make_loader` and the "
                   f"same step; the best of {s.get('repeats', 1)} epochs, timed "
