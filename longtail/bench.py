@@ -137,7 +137,8 @@ def run_suite(suite_name: str, budget: str = "cpu", seeds: list[int] | None = No
                   progress=sys.stderr.isatty())
     out_dir = Path(results_root) / f"{tag}" if budget == "cpu" else Path(results_root) / (
         f"{tag}_{budget}")
-    path = write_results(suite_name, budget, seeds, run_base, out_dir, command_line(), ratio)
+    path = write_results(suite_name, budget, seeds, run_base, out_dir, command_line(), ratio,
+                         methods)
     print(path.read_text())
     print(f"[bench] results in {out_dir}")
     return out_dir
@@ -225,10 +226,14 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return mean, var**0.5
 
 
-def collect(suite_name: str, run_base: Path, seeds: list[int]) -> list[dict]:
-    """Every row of the suite whose runs have finished for all seeds (absent otherwise)."""
+def collect(suite_name: str, run_base: Path, seeds: list[int],
+            methods: list[str] | None = None) -> list[dict]:
+    """Every row of the suite (or of ``methods``) whose runs have finished for all seeds (absent
+    otherwise)."""
     table = []
     for method in SUITES[suite_name].methods:
+        if methods and method.key not in methods:
+            continue
         dirs = [run_base / method.key / f"seed{s}" for s in seeds]
         if not all((d / "eval" / "test_metrics.json").exists() for d in dirs):
             continue
@@ -254,7 +259,8 @@ def _cell(entry: dict, col: str) -> str:
 
 
 def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path,
-                  out_dir: Path, command: str, ratio: float | None = None) -> Path:
+                  out_dir: Path, command: str, ratio: float | None = None,
+                  methods: list[str] | None = None) -> Path:
     """``results.md`` (table + budget + paper numbers), ``results.csv``, ``configs/``,
     ``command.txt`` in ``out_dir``."""
     import csv
@@ -263,11 +269,14 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
 
     import yaml
 
-    table = collect(suite_name, run_base, seeds)
+    table = collect(suite_name, run_base, seeds, methods)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "configs").mkdir(exist_ok=True)
     seconds = {}
+    in_table = {entry["run"] for entry in table}
     for method in SUITES[suite_name].methods:
+        if method.key not in in_table:
+            continue
         d = run_base / method.key / f"seed{seeds[0]}"
         if (d / "config.yaml").exists():
             shutil.copy(d / "config.yaml", out_dir / "configs" / f"{method.key}.yaml")

@@ -41,6 +41,12 @@ def test_digits_suite_subset_writes_table_and_skips_finished_runs(tmp_path: Path
     printed = capsys.readouterr().out
     assert printed.count("done, skipping") == len(methods)
 
+    # A subset's table lists only its own runs, though the run directory holds more.
+    subset = run_suite("digits_lt", "cpu", [0], runs_root=str(runs), methods=["baseline"],
+                       results_root=str(tmp_path / "subset"), overrides=FAST)
+    assert [p.stem for p in (subset / "configs").glob("*.yaml")] == ["baseline"]
+    assert "deconfound" not in (subset / "results.md").read_text()
+
 
 def test_every_suite_method_key_is_unique() -> None:
     for suite in SUITES.values():
