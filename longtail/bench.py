@@ -195,7 +195,14 @@ def row_metrics(run_dir: Path, row: Row) -> tuple[dict, float | None]:
     """Test metrics of one row for one finished run, and the knob value used."""
     from longtail.checkpoint import read_json
     from longtail.inference import parse_range
-    from longtail.sweep import evaluate_at, load_outputs, sweep, sweep_extras, write_sweep
+    from longtail.sweep import (
+        evaluate_at,
+        heuristic_alpha,
+        load_outputs,
+        sweep,
+        sweep_extras,
+        write_sweep,
+    )
 
     if row.knob is None:
         return read_json(run_dir / "eval" / "test_metrics.json"), None
@@ -207,10 +214,7 @@ def row_metrics(run_dir: Path, row: Row) -> tuple[dict, float | None]:
         write_sweep(result, run_dir / "sweeps", sweep_extras(run, row.knob))
         return result["test_at_selected"], result["selected"]
     if row.value == "heuristic":
-        from longtail.inference import alpha_heuristic
-
-        part = "val" if "val" in run.splits else "test"
-        alpha = round(alpha_heuristic(run.head, run.splits[part]["features"]), 2)
+        alpha = round(heuristic_alpha(run), 2)  # the table shows the α it evaluated
         return evaluate_at(run, row.knob, alpha), alpha
     return evaluate_at(run, row.knob, float(row.value)), float(row.value)
 

@@ -212,11 +212,14 @@ def end_to_end_throughput(pipeline: PipelineData, device: torch.device, precisio
     # oneDNN/cuDNN build new kernels once per run, which a steady-state epoch does not pay.
     # Epochs 1.. are then timed whole (their short last batch included).
     loader.set_epoch(0)
-    batches = list(loader)
-    for images, labels in batches[:warmup] + batches[-1:]:
-        step(images, labels)
-    fixed = batches[0]
-    del batches
+    fixed = last = None
+    for i, batch in enumerate(loader):
+        if i < warmup:
+            step(*batch)
+        if fixed is None:
+            fixed = batch  # the ceiling's batch
+        last = batch
+    step(*last)
 
     def fixed_steps() -> int:
         for _ in range(steps):

@@ -159,15 +159,20 @@ def plot_sweep(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def sweep_extras(run: RunOutputs, knob: str) -> dict:
-    """For α: the authors' heuristic (mean α·cos ≈ 1) beside the validated choice. It needs no
-    labels, so computing it on test features is fair."""
+def heuristic_alpha(run: RunOutputs) -> float:
+    """The TDE authors' α (mean α·cos ≈ 1) from the run's validation features, else its test
+    features: it needs no labels, so computing it on test features is fair."""
     from longtail.inference import alpha_heuristic
 
+    part = "val" if "val" in run.splits else "test"
+    return alpha_heuristic(run.head, run.splits[part]["features"])
+
+
+def sweep_extras(run: RunOutputs, knob: str) -> dict:
+    """For α: the authors' heuristic beside the validated choice."""
     if knob != "alpha":
         return {}
-    part = "val" if "val" in run.splits else "test"
-    heuristic = alpha_heuristic(run.head, run.splits[part]["features"])
+    heuristic = heuristic_alpha(run)
     return {"authors_heuristic_alpha": round(heuristic, 4),
             "test_top1_at_heuristic": round(evaluate_at(run, "alpha", heuristic)["top1"], 2)}
 
