@@ -83,6 +83,27 @@ def test_each_method_config_carries_only_its_own_overrides() -> None:
     assert (la.model.head, la.loss.name) == ("linear", "logit_adjusted")
 
 
+def test_paper_budget_trains_deconfound_with_the_tde_authors_recipe() -> None:
+    # Their CIFAR runs use BBN's ResNet-32 (128-d), batch 256, lr 0.2; the other rows keep the
+    # LDAM / LA batch-128 recipe of the suite's config.
+    base = _flat(load_config("cifar10_lt", ["train.seed=0"]))
+    for method in SUITES["cifar10_lt"].methods:
+        if method.stage2 is not None:
+            continue
+        config = _flat(method_config("cifar10_lt", "paper", method, seed=0))
+        changed = {k for k in base if k != "name" and config[k] != base[k]}
+        own = {o.split("=", 1)[0] for o in method.overrides_for("paper")}
+        assert changed <= own, (method.key, changed - own)
+    by_key = {m.key: m for m in SUITES["cifar10_lt"].methods}
+    tde = method_config("cifar10_lt", "paper", by_key["deconfound"], 0)
+    assert (tde.model.backbone, tde.train.batch_size, tde.optim.lr) == ("resnet32_bbn", 256, 0.2)
+    cpu = method_config("cifar10_lt", "cpu", by_key["deconfound"], 0)
+    assert (cpu.model.backbone, cpu.train.batch_size) == ("resnet32", 128)
+    baseline = method_config("cifar10_lt", "paper", by_key["baseline"], 0)
+    assert (baseline.model.backbone, baseline.train.batch_size, baseline.optim.lr) == (
+        "resnet32", 128, 0.1)
+
+
 def test_method_config_applies_seed_ratio_root_and_user_overrides() -> None:
     method = SUITES["cifar10_lt"].methods[0]
     config = method_config("cifar10_lt", "cpu", method, seed=3, data_root="/data/c10", ratio=10,
