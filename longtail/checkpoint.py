@@ -1,9 +1,12 @@
-"""Checkpoints and run-directory files, written atomically (temp file, then rename) so a kill
-never leaves a half-written file; loaded with ``weights_only=True`` (no pickle code execution)."""
+"""Checkpoints and run-directory files, written atomically (temp file, then rename) so a kill or a
+concurrent reader never sees a half-written file; tensors loaded with ``weights_only=True`` (no
+pickle code execution). Every reader checks what it read and fails with one line naming the file.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -14,9 +17,34 @@ import torch
 def atomic_write_bytes(path: Path, write) -> None:  # noqa: ANN001
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # writers never share a temp file
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _load_reason(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _torch_load(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} '{path}' is empty (0 bytes): the write that made it was cut "
+                         "short")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, tampered content ...
+        raise ValueError(f"{what} '{path}' cannot be loaded: {_load_reason(err)}") from None
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -24,18 +52,107 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"checkpoint '{path}' cannot be loaded: {err}") from None
+    state = _torch_load(path, "checkpoint", map_location)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"checkpoint '{path}' is not a longtail checkpoint (no model state)")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved evaluation outputs (features, logits, labels of one split)
+
+
+def save_outputs(outputs: dict[str, torch.Tensor], path: Path) -> None:
+    atomic_write_bytes(path, lambda tmp: torch.save(outputs, tmp))
+
+
+def load_outputs_file(path: Path) -> dict[str, torch.Tensor]:
+    """``eval/<split>_outputs.pt``, checked: tensors ``labels`` (N,), ``logits`` (N, C) and, when
+    present, ``features`` (N, D)."""
+    outputs = _torch_load(path, "saved outputs", "cpu")
+    redo = "re-create it with `longtail eval RUN_DIR`"
+    if not isinstance(outputs, dict):
+        raise ValueError(f"saved outputs '{path}' hold a {type(outputs).__name__}, not a mapping "
+                         f"of tensors: {redo}")
+    for key in ("labels", "logits"):
+        if not isinstance(outputs.get(key), torch.Tensor):
+            raise ValueError(f"saved outputs '{path}' have no '{key}' tensor: {redo}")
+    n = len(outputs["labels"])
+    for key, value in outputs.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"saved outputs '{path}': '{key}' is not a tensor: {redo}")
+        if len(value) != n:
+            raise ValueError(f"saved outputs '{path}': '{key}' has {len(value)} rows, labels "
+                             f"{n}: {redo}")
+    if outputs["logits"].dim() != 2:
+        raise ValueError(f"saved outputs '{path}': logits must be 2-D: {redo}")
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON: strict (no NaN/Infinity), atomic
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by null; each dict that had one gains
+    ``non_finite: {key: "nan" | "inf" | "-inf" | "nan at [i, ...]"}`` saying what was there."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out, reasons = {}, {}
+    for key, value in obj.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            reasons[key] = str(value)
+        elif isinstance(value, (list, tuple)):
+            bad = [i for i, v in enumerate(value) if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                reasons[key] = f"{value[bad[0]]} at {bad[:10]}"
+        out[key] = strict_json(value)
+    if reasons:
+        out["non_finite"] = reasons
+    return out
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
 
 
 def write_json(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
+    atomic_write_text(path, dumps_strict(obj, indent=1))
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: Path, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} '{path}' is not valid JSON ({_load_reason(err)})") from None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """``metrics.jsonl``: one object per epoch. A cut-off last line (a kill mid-write) is
+    dropped; a bad line elsewhere is an error naming its line number."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("not an object with an integer 'epoch'")
+        except ValueError as err:
+            if number == len(lines):
+                break
+            raise ValueError(f"metrics log '{path}' line {number} is not valid "
+                             f"({_load_reason(err)})") from None
+        rows.append(row)
+    return rows

@@ -12,7 +12,8 @@ EPILOG_TRAIN = """examples:
   longtail train                                   # quick start: digits-LT, under 2 minutes on CPU
   longtail train cifar10_lt_cpu --set data.root=PATH
   longtail train my.yaml --set train.epochs=5 --set loss.name=focal --out runs/try
-  longtail train cifar10_lt --resume --out runs/cifar10_lt   # continue a killed run
+  longtail train --resume --out runs/cifar10_lt    # continue a killed run with its own config
+  longtail train --resume --out runs/cifar10_lt --extend train.epochs=300   # train it longer
   longtail train cifar10_lt --nproc 4    # 4 GPUs, as torchrun --nproc_per_node=4 -m longtail train
   longtail train cifar10_lt_cpu_crt --init runs/cifar10_lt_cpu  # decoupling stage 2 (cRT)
 shipped configs: """
@@ -68,13 +69,61 @@ def _launch_workers(args: argparse.Namespace, config_device: str) -> None:
     os.execv(sys.executable, command)
 
 
+def _resume_config(args: argparse.Namespace, run_dir: Path):  # noqa: ANN202
+    """``--resume`` trains the run's own config.yaml; a ``--set`` may restate a value, never
+    change it; CONFIG is not needed (if given and different, it is not used, and we say so)."""
+    from longtail.config import apply_overrides, differences, from_dict, load_run_config
+
+    saved = load_run_config(run_dir)
+    if args.set:
+        restated = from_dict(apply_overrides(saved.to_dict(), args.set))
+        changed = differences(restated, saved)
+        if changed:
+            raise ConfigError(f"--resume: --set changes {', '.join(changed)} of the run in "
+                              f"'{run_dir}' (its config.yaml); a resumed run keeps its config. "
+                              "To train longer: --resume --extend train.epochs=N; otherwise "
+                              "start a new run with another --out")
+    if args.config is not None:
+        named = load_config(args.config, args.set)
+        changed = [k for k in differences(named, saved) if k != "name"]
+        if changed:
+            print(f"longtail train: note: resuming with the run's own config.yaml; config "
+                  f"'{args.config}' differs in {', '.join(changed[:6])}"
+                  f"{' ...' if len(changed) > 6 else ''} and is not used", file=sys.stderr)
+    return saved
+
+
+def _parse_extend(items: list[str]) -> dict:
+    from longtail.config import parse_override
+
+    extend = {}
+    for text in items:
+        keys, value = parse_override(text)
+        extend[".".join(keys)] = value
+    return extend
+
+
 def _train(args: argparse.Namespace) -> None:
     from longtail.train import train
 
-    config = load_config(args.config, args.set)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: --resume continues a "
+                         "run, --overwrite replaces it")
+    if args.extend and not args.resume:
+        raise ValueError("--extend applies to a run being resumed: add --resume")
+    if args.resume and not args.out:
+        name = load_config(args.config, args.set).name
+        run_dir = Path("runs") / name
+    else:
+        run_dir = Path(args.out) if args.out else None
+    config = _resume_config(args, run_dir) if args.resume else load_config(args.config, args.set)
     if args.nproc is not None:
         _launch_workers(args, config.train.device)
-    run_dir = Path(args.out) if args.out else Path("runs") / config.name
+    if run_dir is None:
+        from longtail.rundir import check_run_name
+
+        check_run_name(config.name)
+        run_dir = Path("runs") / config.name
     if args.init or config.stage2.method:
         # Decoupling stage 2 on a finished run (methods.md §7): its own short entry point.
         from longtail.decouple import train_stage2
@@ -86,28 +135,41 @@ def _train(args: argparse.Namespace) -> None:
                      progress=not args.no_progress)
         return
     train(config, run_dir, resume=args.resume, overwrite=args.overwrite, device=args.device,
-          progress=not args.no_progress)
+          progress=not args.no_progress, extend=_parse_extend(args.extend))
     from longtail.distributed import exit_worker
 
     exit_worker(0)  # under torchrun: leave before interpreter teardown (see its docstring)
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from longtail.rundir import run_lock
     from longtail.train import evaluate_run
 
-    evaluate_run(args.run_dir, device=args.device, alpha=args.alpha)
+    _check_run_dir(args.run_dir)
+    with run_lock(args.run_dir, "longtail eval"):  # eval rewrites the run's eval/ files
+        evaluate_run(args.run_dir, device=args.device, alpha=args.alpha)
+
+
+def _check_run_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory '{path}' does not exist")
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"'{path}' is not a run directory (no config.yaml)")
 
 
 def _sweep(args: argparse.Namespace) -> None:
     from longtail.inference import parse_range
+    from longtail.rundir import run_lock
     from longtail.sweep import run_sweep
 
-    if args.alpha is not None:
-        run_sweep(args.run_dir, "alpha", parse_range(args.alpha))
-    elif args.tau is not None:
-        run_sweep(args.run_dir, args.method, parse_range(args.tau))
-    else:
+    if args.alpha is None and args.tau is None:
         raise ValueError("give --alpha RANGE (TDE) or --tau RANGE with --method")
+    _check_run_dir(args.run_dir)
+    with run_lock(args.run_dir, "longtail sweep"):  # the sweep writes the run's sweeps/
+        if args.alpha is not None:
+            run_sweep(args.run_dir, "alpha", parse_range(args.alpha))
+        else:
+            run_sweep(args.run_dir, args.method, parse_range(args.tau))
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -143,10 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its own config.yaml (CONFIG and --set "
+                   "are not needed; a --set that changes the config is refused)")
+    p.add_argument("--extend", action="append", default=[], metavar="train.epochs=N",
+                   help="with --resume: train the run to N epochs; recorded in config.yaml and "
+                   "history.jsonl")
     p.add_argument("--init", metavar="RUN_DIR",
                    help="decoupling stage 2 (config with a stage2 section) on this finished run")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run (only a longtail run directory; the old run is "
+                   "deleted once the new one has started)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, metavar="N",
@@ -236,13 +305,15 @@ def _speed(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from longtail.rundir import RunLockedError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for train --nproc's re-launch
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, TypeError,
-            ValueError) as err:
+            ValueError, RunLockedError, OSError) as err:
         # User errors get one line, not a traceback.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"longtail {args.command}: error: {message}", file=sys.stderr)

@@ -286,7 +286,51 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
 
 
 def save_config(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    from longtail.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved config a run directory was made with (its ``config.yaml``), checked like any
+    config; YAML tags that would build Python objects are refused."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml)")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"'{path}' is not a valid run config ({reason}); it was not written "
+                          "by longtail as it is now") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{path}' must be a mapping of keys, got {type(values).__name__}")
+    try:
+        config = from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"'{path}': {err}") from None
+    validate(config)
+    return config
+
+
+def flatten(config: Config) -> dict[str, Any]:
+    """``{"train.epochs": 200, ...}``: every leaf key of a config."""
+    out: dict[str, Any] = {}
+    for section, values in config.to_dict().items():
+        if isinstance(values, dict):
+            out.update({f"{section}.{key}": value for key, value in values.items()})
+        else:
+            out[section] = values
+    return out
+
+
+def differences(a: Config, b: Config) -> list[str]:
+    """Leaf keys whose values differ, e.g. ``["optim.lr", "train.epochs"]``."""
+    fa, fb = flatten(a), flatten(b)
+    return [key for key in fa if fa[key] != fb.get(key)]
+
+
+DATASETS = ["digits", "cifar10", "cifar100", "folder", "list"]
 
 
 def validate(config: Config) -> None:
@@ -298,6 +342,8 @@ def validate(config: Config) -> None:
         (d.val_per_class >= 0, f"data.val_per_class must be >= 0, got {d.val_per_class}"),
         (d.profile in ("exp", "step", "none"),
          f"data.profile must be exp, step or none, got '{d.profile}'"),
+        (d.dataset in DATASETS,
+         f"unknown dataset '{d.dataset}' (data.dataset): {did_you_mean(d.dataset, DATASETS)}"),
         (d.augment in ("crop_flip", "flip", "none", "imagenet"),
          f"data.augment must be crop_flip, flip, none or imagenet, got '{d.augment}'"),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),

@@ -361,12 +361,12 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
                  progress: bool = True) -> dict:
     """Stage 2 of ``config.stage2`` on the finished stage-1 run ``init_dir`` (default:
     ``stage2.init``), written into ``run_dir`` as a complete run; returns the test metrics."""
+    from longtail.rundir import check_run_name, open_run_dir
     from longtail.train import (
         MetricsLog,
         autocast_dtype,
         evaluate_run,
         load_run,
-        prepare_run_dir,
         resolve_device,
     )
 
@@ -398,28 +398,30 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
     resolved.stage2 = dataclasses.replace(config.stage2, init=str(init_dir))
     resolved.model.head, resolved.model.head_args = _head_spec(config.stage2.method, model)
 
-    prepare_run_dir(run_dir, resume=False, overwrite=overwrite)
-    save_config(resolved, run_dir / "config.yaml")
-    shutil.copyfile(init_dir / "split.json", run_dir / "split.json")
+    check_run_name(config.name)
+    with open_run_dir(run_dir, overwrite=overwrite, command="longtail train --init") as opened:
+        save_config(resolved, run_dir / "config.yaml")
+        shutil.copyfile(init_dir / "split.json", run_dir / "split.json")
+        opened.started()
 
-    # Frozen backbone: no gradients, and eval mode so BatchNorm uses (and keeps) its statistics.
-    for p in model.backbone.parameters():
-        p.requires_grad_(False)
-    model.backbone.eval()
-    if resolved.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    seed = config.stage2.seed if config.stage2.seed is not None else stage1.train.seed
-    log = MetricsLog(run_dir)
-    run = _Stage2Run(resolved, model, data, dev, autocast_dtype(resolved.train.precision), seed,
-                     progress, log)
-    try:
-        head, info = METHODS[config.stage2.method](run)
-    finally:
-        log.close()
-    model.head = head
-    save_checkpoint({"model": model.state_dict(), "epoch": info["epochs"],
-                     "config": resolved.to_dict(),
-                     "stage2": {"method": config.stage2.method, "init": str(init_dir),
-                                **{k: v for k, v in info.items() if k != "tau_sweep_val"}}},
-                    run_dir / "checkpoints" / "last.pt")
-    return evaluate_run(run_dir, model=model, data=data, config=resolved)
+        # Frozen backbone: no gradients, and eval mode so BatchNorm uses (and keeps) its statistics.
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        model.backbone.eval()
+        if resolved.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        seed = config.stage2.seed if config.stage2.seed is not None else stage1.train.seed
+        log = MetricsLog(run_dir)
+        run = _Stage2Run(resolved, model, data, dev, autocast_dtype(resolved.train.precision), seed,
+                         progress, log)
+        try:
+            head, info = METHODS[config.stage2.method](run)
+        finally:
+            log.close()
+        model.head = head
+        save_checkpoint({"model": model.state_dict(), "epoch": info["epochs"],
+                         "config": resolved.to_dict(),
+                         "stage2": {"method": config.stage2.method, "init": str(init_dir),
+                                    **{k: v for k, v in info.items() if k != "tau_sweep_val"}}},
+                        run_dir / "checkpoints" / "last.pt")
+        return evaluate_run(run_dir, model=model, data=data, config=resolved)

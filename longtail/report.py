@@ -26,6 +26,8 @@ import torch
 from matplotlib.figure import Figure  # the OO API: no pyplot, no global backend to switch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from longtail.checkpoint import load_outputs_file, read_json, read_metrics
+from longtail.config import load_run_config
 from longtail.evaluate import format_table
 
 SWEEP_METRICS = ["top1", "many", "medium", "few"]
@@ -79,26 +81,19 @@ def load_run_record(run_dir: str | Path, name: str | None = None) -> RunRecord:
                           f"training finish or run `longtail eval {path}`")
     val_file = path / "eval" / "val_metrics.json"
     try:
-        test = json.loads(metrics_file.read_text())
-        val = json.loads(val_file.read_text()) if val_file.is_file() else None
-    except json.JSONDecodeError as err:
-        raise ReportError(f"'{path}': eval metrics are not valid JSON ({err})") from None
-    counts = [row["train_count"] for row in test["per_class"]]
-    classes = [str(row["class"]) for row in test["per_class"]]
-    split_file = path / "split.json"
-    if split_file.is_file():
-        split = json.loads(split_file.read_text())
-        classes = [str(c) for c in split.get("classes", classes)]
-        counts = list(split.get("counts", counts))
-    history = []
-    metrics_log = path / "metrics.jsonl"
-    if metrics_log.is_file():
-        history = [json.loads(line) for line in metrics_log.read_text().splitlines() if line]
-    config = {}
-    if (path / "config.yaml").is_file():
-        import yaml
-
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        test = read_json(metrics_file, "eval metrics")
+        val = read_json(val_file, "eval metrics") if val_file.is_file() else None
+        counts = [row["train_count"] for row in test["per_class"]]
+        classes = [str(row["class"]) for row in test["per_class"]]
+        split_file = path / "split.json"
+        if split_file.is_file():
+            split = read_json(split_file, "split file")
+            classes = [str(c) for c in split.get("classes", classes)]
+            counts = list(split.get("counts", counts))
+        history = read_metrics(path / "metrics.jsonl")
+        config = load_run_config(path).to_dict() if (path / "config.yaml").is_file() else {}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ReportError(f"'{path}': {err}") from None
     return RunRecord(name=name or path.name, path=path, test=test, val=val, classes=classes,
                      counts=counts, history=history, config=config)
 
@@ -234,7 +229,7 @@ def plot_confusion(run: RunRecord, path: Path) -> Path | None:
     """Row-normalised test confusion matrix from ``eval/test_outputs.pt``; None when absent."""
     if not run.outputs_path.is_file():
         return None
-    outputs = torch.load(run.outputs_path, map_location="cpu", weights_only=True)
+    outputs = load_outputs_file(run.outputs_path)
     num_classes = len(run.classes)
     matrix = confusion_matrix(outputs["logits"], outputs["labels"], num_classes).numpy()
     size = min(12.0, max(5.0, 0.35 * num_classes + 3))

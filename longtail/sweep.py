@@ -33,18 +33,18 @@ class RunOutputs:
 
 
 def load_outputs(run_dir: str | Path) -> RunOutputs:
-    import yaml
-
-    from longtail.checkpoint import load_checkpoint, read_json
-    from longtail.config import from_dict
+    from longtail.checkpoint import load_checkpoint, load_outputs_file, read_json
+    from longtail.config import load_run_config
     from longtail.models import build_model
 
     run_dir = Path(run_dir)
     if not (run_dir / "eval" / "test_outputs.pt").exists():
         raise FileNotFoundError(f"'{run_dir}' is not a finished run (no eval/test_outputs.pt); "
                                 "run `longtail eval` on it first")
-    config = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    split = read_json(run_dir / "split.json")
+    config = load_run_config(run_dir)
+    split = read_json(run_dir / "split.json", "split file")
+    if not isinstance(split, dict) or not {"counts", "classes"} <= set(split):
+        raise ValueError(f"split file '{run_dir / 'split.json'}' has no class counts/names")
     model = build_model(config.model, len(split["counts"]), in_channels=1)
     # Only the head's state is needed; the backbone's shapes may not match in_channels=1.
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
@@ -54,7 +54,7 @@ def load_outputs(run_dir: str | Path) -> RunOutputs:
     for part in ("test", "val"):
         path = run_dir / "eval" / f"{part}_outputs.pt"
         if path.exists():
-            splits[part] = torch.load(path, weights_only=True)
+            splits[part] = load_outputs_file(path)
     return RunOutputs(model.head.eval(), split["counts"], splits, split["classes"])
 
 

@@ -7,28 +7,43 @@ The loop knows nothing about methods: a loss, head or sampler that wants the epo
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
+import socket
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from longtail import distributed as dist
 from longtail import losses  # noqa: F401  (registers the losses)
-from longtail.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json
-from longtail.config import Config, OptimConfig, from_dict, save_config
+from longtail.checkpoint import (
+    atomic_write_text,
+    dumps_strict,
+    load_checkpoint,
+    read_json,
+    read_metrics,
+    save_checkpoint,
+    save_outputs,
+    write_json,
+)
+from longtail.config import (
+    Config,
+    ConfigError,
+    OptimConfig,
+    differences,
+    load_run_config,
+    save_config,
+)
 from longtail.data import DataBundle, LongTailSplit, build_data, create_sampler, make_loader
 from longtail.evaluate import collect_outputs, compute_metrics, format_table, write_per_class_csv
 from longtail.models import LongTailModel, build_model
-from longtail.registry import LOSSES
+from longtail.registry import BACKBONES, HEADS, LOSSES, SAMPLERS
+from longtail.rundir import RunExistsError, check_run_name, open_run_dir
 
-
-class RunExistsError(FileExistsError):
-    pass
+__all__ = ["RunExistsError", "evaluate_run", "load_run", "train"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,7 +53,12 @@ class RunExistsError(FileExistsError):
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
@@ -78,26 +98,48 @@ def lr_factor(cfg: OptimConfig, epochs: int, steps_per_epoch: int):  # noqa: ANN
 # Run directory
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Never destroy a finished or running experiment unless asked (``--overwrite``)."""
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise RunExistsError(
-                f"run directory '{run_dir}' already exists: pass --resume to continue it, "
-                "--overwrite to replace it, or --out to choose another")
-    elif resume:
-        raise FileNotFoundError(f"--resume: run directory '{run_dir}' does not exist")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _truncate_metrics(path: Path, last_epoch: int) -> None:
     """After a resume, drop log lines of epochs the checkpoint does not contain."""
     if path.exists():
-        kept = [line for line in path.read_text().splitlines()
-                if line and json.loads(line)["epoch"] <= last_epoch]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [row for row in read_metrics(path) if row["epoch"] <= last_epoch]
+        atomic_write_text(path, "".join(dumps_strict(row) + "\n" for row in kept))
+
+
+def record_history(run_dir: Path, event: str, **details: Any) -> None:
+    """``history.jsonl``: what was done to a run and when (start, resume, extend)."""
+    row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "event": event,
+           "host": socket.gethostname(), **details}
+    with open(run_dir / "history.jsonl", "a") as f:
+        f.write(dumps_strict(row) + "\n")
+
+
+def check_names(config: Config) -> None:
+    """Every registry name of a config exists: caught before a run directory is touched."""
+    for registry, name, key in ((BACKBONES, config.model.backbone, "model.backbone"),
+                                (HEADS, config.model.head, "model.head"),
+                                (LOSSES, config.loss.name, "loss.name"),
+                                (SAMPLERS, config.train.sampler, "train.sampler")):
+        if name not in registry:
+            from longtail.registry import did_you_mean
+
+            raise ConfigError(f"unknown {registry.kind} '{name}' ({key}): "
+                              f"{did_you_mean(name, registry.names())}")
+
+
+def apply_extension(config: Config, extend: dict[str, Any]) -> Config:
+    """``--extend train.epochs=N``: the one change a resumed run accepts, and only upward."""
+    unknown = set(extend) - {"train.epochs"}
+    if unknown:
+        raise ConfigError(f"--extend {sorted(unknown)[0]}: only train.epochs can be extended")
+    epochs = extend["train.epochs"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= config.train.epochs:
+        raise ConfigError(f"--extend train.epochs={epochs}: must be an integer above the run's "
+                          f"{config.train.epochs} epochs")
+    import copy
+
+    extended = copy.deepcopy(config)
+    extended.train.epochs = epochs
+    return extended
 
 
 class MetricsLog:
@@ -115,10 +157,10 @@ class MetricsLog:
 
     def write(self, row: dict) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps_strict(row) + "\n")  # strict JSON: NaN becomes null + a reason
         if self.tb is not None:
             for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch" and value is not None:
+                if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value):
                     self.tb.add_scalar(key, value, row["epoch"])
             self.tb.flush()
 
@@ -148,7 +190,13 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
 
 
 def load_split(run_dir: Path) -> LongTailSplit:
-    return LongTailSplit.from_dict(read_json(run_dir / "split.json"))
+    path = run_dir / "split.json"
+    values = read_json(path, "split file")
+    try:
+        return LongTailSplit.from_dict(values)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"split file '{path}' is not a longtail split ({err}); the run "
+                         "cannot be reproduced without it") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,39 +204,56 @@ def load_split(run_dir: Path) -> LongTailSplit:
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          device: str | None = None, progress: bool = True) -> dict:
+          device: str | None = None, progress: bool = True,
+          extend: dict[str, Any] | None = None) -> dict:
     """Train ``config`` into ``run_dir``; return the final test metrics.
 
+    ``resume`` continues the run from its last checkpoint; ``config`` must then be the run's own
+    (``config.yaml``), and ``extend`` (``{"train.epochs": N}``) is the one recorded change allowed.
+    ``overwrite`` replaces an existing *run* only, and only once this one has started.
     Under ``torchrun`` every process calls this: it joins the process group for the run and leaves
     it at the end; rank 0 writes the run directory and returns the metrics, the others return {}."""
     with dist.process_group(resolve_device(device or config.train.device)):
-        return _train(config, run_dir, resume, overwrite, device, progress)
+        return _train(config, Path(run_dir), resume, overwrite, device, progress, extend or {})
 
 
-def _train(config: Config, run_dir: str | Path, resume: bool, overwrite: bool,
-           device: str | None, progress: bool) -> dict:
-    run_dir = Path(run_dir)
-    if dist.is_main_process():
-        prepare_run_dir(run_dir, resume, overwrite)
-    dist.barrier()
-    tcfg = config.train
+def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device: str | None,
+           progress: bool, extend: dict[str, Any]) -> dict:
+    # Everything that can be wrong with the command is found before the run directory is
+    # touched: names, the saved run on resume, data roots and files, the model's shapes.
+    check_run_name(config.name)
+    check_names(config)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: --resume continues "
+                         f"the run in '{run_dir}', --overwrite would replace it")
+    if extend and not resume:
+        raise ValueError("--extend applies to a run being resumed: add --resume")
+    split = None
+    if resume:
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"--resume: run directory '{run_dir}' does not exist")
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume: '{run_dir}' is not a run directory (no "
+                                    "config.yaml)")
+        changed = differences(config, load_run_config(run_dir))
+        if changed:
+            raise ConfigError(f"--resume: this config differs from the run's config.yaml in "
+                              f"{', '.join(changed)}; resume with the run's own config (or "
+                              "extend it with --extend train.epochs=N)")
+        split = load_split(run_dir)
+    extended = apply_extension(config, extend) if extend else config
+    tcfg = extended.train
     dev = dist.local_device(resolve_device(device or tcfg.device))
     amp = autocast_dtype(tcfg.precision)
     torch.manual_seed(tcfg.seed)
-
-    split = load_split(run_dir) if resume and (run_dir / "split.json").exists() else None
     with dist.main_process_first():  # one process fills download/decode caches
         data = build_data(config.data, split)
-    if dist.is_main_process() and not resume:
-        save_config(config, run_dir / "config.yaml")
-        write_json({"seed": config.data.subset_seed, "classes": data.train.classes,
-                    **data.split.to_dict()}, run_dir / "split.json")
 
     in_channels = data.image_shape[0]
     model: LongTailModel = build_model(config.model, data.num_classes, in_channels).to(dev)
     memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    loss_fn = build_loss(config, data, dev)
+    loss_fn = build_loss(extended, data, dev)
     sampler = create_sampler(tcfg.sampler, data.train.labels, data.num_classes, tcfg.epochs,
                              **tcfg.sampler_args)
     sampler = dist.shard_sampler(sampler)
@@ -196,6 +261,43 @@ def _train(config: Config, run_dir: str | Path, resume: bool, overwrite: bool,
                          train=True, sampler=sampler, seed=tcfg.seed,
                          channels_last=tcfg.channels_last)
     optimizer = build_optimizer(model, config.optim, tcfg.batch_size)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt_path, map_location=dev) if resume and ckpt_path.exists() \
+        else None
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint '{ckpt_path}' does not fit the run's model: "
+                             f"{str(err).splitlines()[0]}") from None
+
+    # One writer: rank 0 holds the run directory (lock, marker) for the whole run.
+    owner = open_run_dir(run_dir, resume, overwrite) if dist.is_main_process() else nullcontext()
+    with owner as run:
+        if dist.is_main_process():
+            if not resume:
+                save_config(config, run_dir / "config.yaml")
+                write_json({"seed": config.data.subset_seed, "classes": data.train.classes,
+                            **data.split.to_dict()}, run_dir / "split.json")
+                record_history(run_dir, "start", epochs=tcfg.epochs)
+            else:
+                done = state["epoch"] if state is not None else 0
+                if extend:
+                    save_config(extended, run_dir / "config.yaml")
+                    record_history(run_dir, "extend", from_epoch=done, changes={
+                        k: [config.train.epochs, v] for k, v in extend.items()})
+                record_history(run_dir, "resume", from_epoch=done, epochs=tcfg.epochs)
+            run.started()
+        dist.barrier()
+        return _fit(extended, run_dir, model, data, loss_fn, sampler, loader, optimizer, state,
+                    dev, amp, progress)
+
+
+def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
+         loss_fn: torch.nn.Module, sampler: Any, loader: Any, optimizer: torch.optim.Optimizer,
+         state: dict | None, dev: torch.device, amp: torch.dtype | None,
+         progress: bool) -> dict:
+    tcfg = config.train
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(config.optim, tcfg.epochs, len(loader)))
     scaler = torch.amp.GradScaler(dev.type, enabled=tcfg.precision == "fp16")
@@ -203,9 +305,7 @@ def _train(config: Config, run_dir: str | Path, resume: bool, overwrite: bool,
 
     start_epoch = 0
     ckpt_path = run_dir / "checkpoints" / "last.pt"
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=dev)
-        model.load_state_dict(state["model"])
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -285,13 +385,17 @@ def evaluate_model(model: LongTailModel, data: DataBundle, config: Config, dev: 
 
 def load_run(run_dir: Path, device: torch.device) -> tuple[Config, LongTailModel, DataBundle]:
     """Config, trained model and the exact data split of a run directory."""
-    import yaml
-
-    config = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
     data = build_data(config.data, load_split(run_dir))
     model = build_model(config.model, data.num_classes, data.image_shape[0])
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu")
-    model.load_state_dict(state["model"])
+    path = run_dir / "checkpoints" / "last.pt"
+    try:
+        model.load_state_dict(load_checkpoint(path, map_location="cpu")["model"])
+    except RuntimeError as err:
+        config_path = run_dir / "config.yaml"
+        raise ValueError(f"checkpoint '{path}' does not fit the model of '{config_path}': "
+                         f"{str(err).splitlines()[0]}") from None
     return config, model.to(device), data
 
 
@@ -307,6 +411,9 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
     else:
         dev = next(model.parameters()).device
     alpha = alpha if alpha is not None else config.eval.alpha
+    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"--alpha {alpha}: the TDE strength must be a finite number >= 0 "
+                         "(0 is plain De-confound inference)")
     if alpha is not None:
         if not hasattr(model.head, "alpha"):
             raise ValueError(f"--alpha: head '{config.model.head}' has no TDE strength α")
@@ -331,7 +438,7 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
         metrics = compute_metrics(outputs["logits"].argmax(1), outputs["labels"],
                                   data.split.counts)
         metrics["alpha"] = getattr(model.head, "alpha", None)
-        torch.save(outputs, out_dir / f"{part}_outputs.pt")
+        save_outputs(outputs, out_dir / f"{part}_outputs.pt")
         write_json(metrics, out_dir / f"{part}_metrics.json")
         write_per_class_csv(metrics, out_dir / f"{part}_per_class.csv", data.train.classes)
         results[part] = metrics

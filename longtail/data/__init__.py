@@ -103,6 +103,22 @@ def _read_sources(cfg: DataConfig, seed: int) -> tuple[ImageSet, ImageSet, Image
                     "folder or list")
 
 
+def _check_split_fits(split: LongTailSplit, pool: ImageSet, cfg: DataConfig) -> None:
+    """A saved split (split.json) must describe this data: same classes, indices in range."""
+    where = f"data.root '{cfg.root}'" if cfg.root else f"dataset '{cfg.dataset}'"
+    indices = torch.cat([split.train, split.val])
+    if len(split.counts) != pool.num_classes or (len(indices) and (
+            int(indices.min()) < 0 or int(indices.max()) >= len(pool))):
+        raise DataError(f"the run's split.json ({len(split.counts)} classes, indices up to "
+                        f"{int(indices.max()) if len(indices) else 0}) does not fit {where} "
+                        f"({pool.num_classes} classes, {len(pool)} images): the data changed "
+                        "since the run was made")
+    counts = torch.bincount(pool.labels[split.train], minlength=pool.num_classes).tolist()
+    if counts != list(split.counts):
+        raise DataError(f"the run's split.json class counts {list(split.counts)} do not match "
+                        f"{where} ({counts}): the data changed since the run was made")
+
+
 def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundle:
     """Read the sources and apply the long-tailed split (a given ``split`` is reused as is, e.g.
     from a run directory, so a resumed or re-evaluated run sees exactly the same images)."""
@@ -111,6 +127,8 @@ def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundl
         split = make_split(pool.labels, pool.num_classes, cfg.profile, cfg.imbalance_ratio,
                            cfg.max_per_class, cfg.step_fraction,
                            0 if given_val is not None else cfg.val_per_class, cfg.subset_seed)
+    else:
+        _check_split_fits(split, pool, cfg)
     train = pool.subset(split.train)
     val = given_val if given_val is not None else (pool.subset(split.val) if len(split.val)
                                                   else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,24 @@ def _decode(path: str) -> np.ndarray:
         raise DataError(f"cannot read image '{path}': {err}") from None
 
 
+def _read_cache(cache_file: Path, expected: int) -> torch.Tensor | None:
+    """A decode cache entry, or None (after saying why and deleting it) when it is unusable:
+    truncated, not a tensor, or not ``expected`` uint8 RGB images. It is then rebuilt."""
+    try:
+        images = torch.load(cache_file, weights_only=True)
+        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+                and images.dim() == 4 and images.shape[0] == expected and images.shape[3] == 3):
+            raise ValueError("not the expected uint8 (N, H, W, 3) tensor of "
+                             f"{expected} images")
+        return images
+    except Exception as err:  # truncated zip, foreign pickle, wrong content
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"longtail: decode cache '{cache_file}' is corrupt ({reason}): deleting and "
+              "rebuilding it", file=sys.stderr, flush=True)
+        cache_file.unlink(missing_ok=True)
+        return None
+
+
 def decode_images(paths: list[str], cache_dir: str | None = None) -> torch.Tensor:
     """Decode same-sized images into one uint8 tensor (N, H, W, 3), cached on disk by content key
     (paths, sizes and modification times) so the second load takes seconds."""
@@ -197,7 +216,9 @@ def decode_images(paths: list[str], cache_dir: str | None = None) -> torch.Tenso
             key.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         cache_file = Path(cache_dir) / f"decoded-{key.hexdigest()[:24]}.pt"
         if cache_file.exists():
-            return torch.load(cache_file, weights_only=True)
+            cached = _read_cache(cache_file, len(paths))
+            if cached is not None:
+                return cached
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         arrays = list(pool.map(_decode, paths, chunksize=256))
     shapes = {a.shape for a in arrays}
