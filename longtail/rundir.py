@@ -208,21 +208,29 @@ def open_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False
         replaced = path.with_name(f".{path.name}.replaced-{os.getpid()}")
         os.replace(path, replaced)
     created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
     try:
-        path.mkdir(parents=True, exist_ok=True)
         acquire_lock(path, command)
-        if not resume and any(p.name != LOCK for p in path.iterdir()):
-            # Another writer created the run between our check and our lock.
+    except BaseException:
+        # Someone else writes here: nothing of this call to undo but a folder it made, and the
+        # run it moved aside.
+        if created and not any(path.iterdir()):
+            path.rmdir()
+        if replaced is not None:
+            if path.exists():
+                raise RunLockedError(f"'{path}' was taken by another process while being "
+                                     f"replaced; the old run is kept in '{replaced}'") from None
+            os.replace(replaced, path)
             release_lock(path)
-            raise RunExistsError(f"run directory '{path}' was just created by another process")
+        raise
+    if not resume and any(p.name != LOCK for p in path.iterdir()):
+        release_lock(path)  # another writer created the run between our check and our lock
+        raise RunExistsError(f"run directory '{path}' was just created by another process")
+    run = OpenRun(path, replaced)
+    try:
         if not (path / MARKER).exists():
             (path / MARKER).write_text(json.dumps({"created": time.strftime(
                 "%Y-%m-%d %H:%M:%S"), "command": command}) + "\n")
-    except BaseException:
-        _undo(path, created, replaced)
-        raise
-    run = OpenRun(path, replaced)
-    try:
         yield run
     except BaseException:
         if not run.is_started and not resume:
@@ -235,7 +243,8 @@ def open_run_dir(path: str | Path, resume: bool = False, overwrite: bool = False
 
 
 def _undo(path: Path, created: bool, replaced: Path | None) -> None:
-    """Remove what this call wrote; put back the run it was replacing."""
+    """Remove what this call wrote (it holds the lock, and found the folder absent or empty);
+    put back the run it was replacing. Never used on --resume."""
     if path.is_dir():
         if created:
             shutil.rmtree(path, ignore_errors=True)
