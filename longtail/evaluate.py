@@ -7,6 +7,7 @@ Top-1, shot groups by training count (many > 100, medium 20..100, few < 20; an e
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -87,10 +88,13 @@ def format_table(rows: dict[str, dict], title: str | None = None) -> str:
 
 
 def write_per_class_csv(metrics: dict, path: Path, class_names: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", "name", "train_count", "group", "accuracy"])
-        for row in metrics["per_class"]:
-            acc = "" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-            writer.writerow([row["class"], class_names[row["class"]], row["train_count"],
-                             row["group"], acc])
+    from longtail.checkpoint import atomic_write_text
+
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["class", "name", "train_count", "group", "accuracy"])
+    for row in metrics["per_class"]:
+        acc = "" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        writer.writerow([row["class"], class_names[row["class"]], row["train_count"],
+                         row["group"], acc])
+    atomic_write_text(path, table.getvalue())

@@ -5,6 +5,7 @@ otherwise the sweep says plainly that it is tuning on test."""
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from longtail.adjust import logit_adjust, tau_normalize
-from longtail.checkpoint import write_json
+from longtail.checkpoint import atomic_write_bytes, atomic_write_text, write_json
 from longtail.evaluate import METRIC_NAMES, compute_metrics, format_table
 
 KNOBS = {
@@ -111,10 +112,11 @@ def write_sweep(result: dict, out_dir: Path, extra: dict | None = None) -> None:
     """``sweeps/<knob>.csv`` (every value × split), ``.md`` (summary), ``.json``, ``.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     knob = result["knob"]
-    with open(out_dir / f"{knob}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["value", "split", *METRIC_NAMES])
-        writer.writeheader()
-        writer.writerows(result["rows"])
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=["value", "split", *METRIC_NAMES])
+    writer.writeheader()
+    writer.writerows(result["rows"])
+    atomic_write_text(out_dir / f"{knob}.csv", table.getvalue())
     summary = {k: result[k] for k in ("knob", "selected", "selected_on", "test_at_selected")}
     summary.update(extra or {})
     write_json(summary, out_dir / f"{knob}.json")
@@ -126,7 +128,7 @@ def write_sweep(result: dict, out_dir: Path, extra: dict | None = None) -> None:
         lines.append(f"- {key}: {value}")
     test_rows = {f"{knob}={r['value']:g}": r for r in result["rows"] if r["split"] == "test"}
     lines += ["", format_table(test_rows, title="test split")]
-    (out_dir / f"{knob}.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out_dir / f"{knob}.md", "\n".join(lines) + "\n")
     plot_sweep(result, out_dir / f"{knob}.png")
 
 
@@ -155,7 +157,7 @@ def plot_sweep(result: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
