@@ -269,6 +269,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a report in --out")
     p.set_defaults(func=_report)
 
+    p = sub.add_parser("explain", help="Grad-CAM of each run's prediction as it infers it (TDE "
+                       "for causal heads) on the same images, with focus-area measures",
+                       epilog="examples:\n  longtail explain runs/ce runs/tde --out explain/\n"
+                       "  longtail explain runs/tde --images cat.png dog.png --out explain/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished runs on the same data")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--images", nargs="+", metavar="PATH",
+                   help="image files or folders at the run's input size (default: pick from "
+                   "--split)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--per-group", type=int, default=3,
+                   help="images shown per shot group (many/medium/few), seeded (default 3)")
+    p.add_argument("--measure-per-group", type=int, default=0,
+                   help="measure focus area on this many further images per group (default: "
+                   "only the shown ones)")
+    p.add_argument("--layer", action="append", metavar="NAME",
+                   help="module name of the layer to explain (repeatable; default: the "
+                   "backbone's last convolutional stage)")
+    p.add_argument("--boxes", metavar="JSON",
+                   help="object boxes {image path: [x0, y0, x1, y1]} for energy on object")
+    p.add_argument("--alpha", type=float, help="TDE strength for causal heads (default: the run's)")
+    p.add_argument("--names", help="comma-separated column names (default: directory names)")
+    p.add_argument("--seed", type=int, default=0, help="which images are picked")
+    p.set_defaults(func=_explain)
+
     p = sub.add_parser("speed", help="training/evaluation throughput on this machine: "
                        "model-only ceiling vs end-to-end epoch, plain vs TDE inference")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto)")
@@ -290,6 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_speed)
     return parser
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from longtail.explain import explain
+
+    names = args.names.split(",") if args.names else None
+    summary = explain(args.run_dirs, args.out, images=args.images, split=args.split,
+                      per_group=args.per_group, measure_per_group=args.measure_per_group,
+                      layer=args.layer, seed=args.seed, boxes_file=args.boxes, alpha=args.alpha,
+                      names=names)
+    for run in summary["runs"]:
+        groups = ", ".join(f"{g} {v['focus_area']:.3f}" for g, v in run["groups"].items())
+        print(f"{run['name']}: focus area {groups}")
+    print(f"written to {args.out} (gradcam.png, explain.md, explain.json)")
 
 
 def _report(args: argparse.Namespace) -> None:

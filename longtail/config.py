@@ -113,6 +113,9 @@ class Stage2Config:
     sampler: str = "class_balanced"
     sampler_args: dict[str, Any] = field(default_factory=dict)
     augment: bool = False  # false: features computed once; true: frozen backbone pass per step
+    # lws: true scales the whole linear output, s_c·(w_c·x + b_c) (Kang et al.'s code);
+    # false: s_c·(w_c·x) + b_c (the bias unscaled). methods.md §7.
+    lws_scale_bias: bool = True
     tau: float | None = None  # tau_norm: None = chosen on the validation split over 0, 0.1, .., 2
     seed: int | None = None  # None: the stage-1 run's train.seed
 

@@ -5,9 +5,12 @@
 *and* eval mode, so BatchNorm statistics never move) and replaces the head, as ``stage2.method``
 says, by
 
-- ``crt``: a re-initialised linear classifier trained with class-balanced sampling;
-- ``lws``: the stage-1 linear classifier, frozen, times one learned scale per class (start 1),
-  trained with class-balanced sampling (head ``lws``);
+- ``crt``: a re-initialised linear classifier trained with class-balanced sampling
+  (``stage2.sampler``; the shipped cRT configs use ``class_aware``, Kang et al.'s sampler, whose
+  epoch is ``max_c n_c × C`` draws);
+- ``lws``: the stage-1 linear classifier, frozen, its whole output times one learned scale per
+  class (start 1), ``s_c · (w_c·x + b_c)`` as in Kang et al.'s code, trained with class-balanced
+  sampling (head ``lws``; ``stage2.lws_scale_bias: false`` gives ``s_c · (w_c·x) + b_c``);
 - ``tau_norm``: no training; rows ``w_c / ||w_c||^τ``, bias dropped (a bias-free ``linear`` head),
   τ chosen on the validation split over 0, 0.1, ..., 2 unless ``stage2.tau`` fixes it;
 - ``ncm``: nearest class mean on L2-normalised features, the means taken over the training images
@@ -56,11 +59,15 @@ TAU_GRID = [round(0.1 * i, 1) for i in range(21)]  # 0, 0.1, ..., 2 (methods.md 
 
 @HEADS.register("lws")
 class LWSHead(nn.Module):
-    """Learnable weight scaling: logits ``s_c · (w_c · x) + b_c``. ``W`` and ``b`` are the stage-1
-    classifier's, kept as buffers (saved with the model, never trained); the per-class scales
-    ``s`` start at 1, so the untrained head reproduces the stage-1 logits."""
+    """Learnable weight scaling: logits ``s_c · (w_c · x + b_c)``, the whole linear output scaled,
+    as in Kang et al.'s published code (methods.md §7). ``scale_bias=False`` leaves the bias
+    unscaled, ``s_c · (w_c · x) + b_c`` (this package's form before it matched the published code;
+    the two agree when the bias is absent or zero). ``W`` and ``b`` are the stage-1 classifier's,
+    kept as buffers (saved with the model, never trained); the per-class scales ``s`` start at 1,
+    so the untrained head reproduces the stage-1 logits."""
 
-    def __init__(self, in_features: int, num_classes: int, bias: bool = True) -> None:
+    def __init__(self, in_features: int, num_classes: int, bias: bool = True,
+                 scale_bias: bool = True) -> None:
         super().__init__()
         # nn.Linear's initialisation, so a head built on its own is a usable random classifier;
         # stage 2 (``from_linear``) or a checkpoint overwrites it.
@@ -68,19 +75,27 @@ class LWSHead(nn.Module):
         self.register_buffer("weight", init.weight.detach().clone())
         self.register_buffer("bias", init.bias.detach().clone() if bias else None)
         self.scales = nn.Parameter(torch.ones(num_classes))
+        self.scale_bias = bool(scale_bias)
 
     @classmethod
-    def from_linear(cls, head: LinearHead) -> LWSHead:
+    def from_linear(cls, head: LinearHead, scale_bias: bool = True) -> LWSHead:
         """Wrap a trained linear head (its weights are copied, not shared)."""
         fc = head.fc
-        lws = cls(fc.in_features, fc.out_features, bias=fc.bias is not None)
+        lws = cls(fc.in_features, fc.out_features, bias=fc.bias is not None,
+                  scale_bias=scale_bias)
         with torch.no_grad():
             lws.weight.copy_(fc.weight)
             if fc.bias is not None:
                 lws.bias.copy_(fc.bias)
         return lws.to(fc.weight.device)
 
+    def extra_repr(self) -> str:
+        return (f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, "
+                f"bias={self.bias is not None}, scale_bias={self.scale_bias}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale_bias:
+            return F.linear(x, self.weight, self.bias) * self.scales
         logits = F.linear(x, self.weight) * self.scales
         return logits if self.bias is None else logits + self.bias
 
@@ -283,7 +298,7 @@ def _crt(run: _Stage2Run) -> tuple[nn.Module, dict]:
 
 
 def _lws(run: _Stage2Run) -> tuple[nn.Module, dict]:
-    head = LWSHead.from_linear(run.linear_head())
+    head = LWSHead.from_linear(run.linear_head(), scale_bias=run.s2.lws_scale_bias)
     epochs = _fit_head(run, head)
     return head, {"epochs": epochs}
 
@@ -340,15 +355,17 @@ METHODS: dict[str, Callable[[_Stage2Run], tuple[nn.Module, dict]]] = {
     "crt": _crt, "lws": _lws, "tau_norm": _tau_norm, "ncm": _ncm}
 
 
-def _head_spec(method: str, model: nn.Module) -> tuple[str, dict]:
+def _head_spec(cfg: Stage2Config, model: nn.Module) -> tuple[str, dict]:
     """(model.head, model.head_args) that rebuild the stage-2 head with ``build_model``."""
-    if method == "crt":
+    if cfg.method == "crt":
         return "linear", {}
-    if method == "tau_norm":
+    if cfg.method == "tau_norm":
         return "linear", {"bias": False}
-    if method == "lws":
+    if cfg.method == "lws":
         fc = getattr(model.head, "fc", None)
-        return "lws", {"bias": fc is not None and fc.bias is not None}
+        # scale_bias written out, so the saved config names the LWS form it was trained with.
+        return "lws", {"bias": fc is not None and fc.bias is not None,
+                       "scale_bias": cfg.lws_scale_bias}
     return "ncm", {}
 
 
@@ -396,7 +413,7 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
     resolved = copy.deepcopy(stage1)
     resolved.name, resolved.eval = config.name, copy.deepcopy(config.eval)
     resolved.stage2 = dataclasses.replace(config.stage2, init=str(init_dir))
-    resolved.model.head, resolved.model.head_args = _head_spec(config.stage2.method, model)
+    resolved.model.head, resolved.model.head_args = _head_spec(config.stage2, model)
 
     check_run_name(config.name)
     with open_run_dir(run_dir, overwrite=overwrite, command="longtail train --init") as opened:

@@ -321,6 +321,10 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         for part in hooked:
             part.set_epoch(epoch)
         loader.set_epoch(epoch)
+        # TDE heads with momentum_schedule: lr_linked take μ from this epoch's first lr
+        # (methods.md §7; the TDE authors' large-dataset rule).
+        if hasattr(model.head, "set_epoch_lr"):
+            model.head.set_epoch_lr(optimizer.param_groups[0]["lr"])
         train_model.train()
         # Running sums stay on the device: no host sync inside the step.
         loss_sum = torch.zeros((), device=dev)

@@ -195,6 +195,47 @@ def test_mean_feature_moving_average_over_three_batches(momentum: float) -> None
     assert not head.mean_feature.requires_grad
 
 
+@pytest.mark.parametrize("name", ["causal_norm", "cosine_tde", "capsule_tde"])
+@pytest.mark.parametrize(("lr", "momentum"), [(0.2, 0.9), (0.02, 0.9), (0.01, 0.95),
+                                              (0.002, 0.99), (0.0, 1.0)])
+def test_lr_linked_momentum_hand_values(name: str, lr: float, momentum: float) -> None:
+    # μ = 1 − 0.1·min(50·lr, 1) (methods.md §7): 50·0.2 = 10 → 1 → 0.9; 50·0.02 = 1 → 0.9;
+    # 50·0.01 = 0.5 → 0.95; 50·0.002 = 0.1 → 0.99; lr 0 → 1.
+    head = HEADS.create(name, in_features=4, num_classes=3, momentum_schedule="lr_linked")
+    assert head.momentum == 0.9  # the constructor's value until the first epoch
+    head.set_epoch_lr(lr)
+    assert head.momentum == pytest.approx(momentum, abs=1e-12)
+
+
+def test_constant_momentum_ignores_the_lr() -> None:
+    head = CausalNormHead(4, 3, momentum=0.7)
+    assert head.momentum_schedule == "constant"
+    for lr in (0.2, 0.002, 0.0):
+        head.set_epoch_lr(lr)
+        assert head.momentum == 0.7
+
+
+def test_lr_linked_momentum_drives_the_moving_average() -> None:
+    # Epoch 1 at lr 0.01 (μ = 0.95), epoch 2 at lr 0.0 (μ = 1): x̄ = 0 → b1 → 0.95·b1 + b2 → + b3.
+    head = CausalNormHead(2, 3, num_heads=1, momentum_schedule="lr_linked").train()
+    head.set_epoch_lr(0.01)
+    head(torch.tensor([[2.0, 0.0], [0.0, 4.0]]))  # batch mean (1, 2)
+    head(torch.tensor([[4.0, 4.0]]))  # x̄ = 0.95·(1, 2) + (4, 4) = (4.95, 5.9)
+    np.testing.assert_allclose(head.mean_feature.numpy(), [4.95, 5.9], rtol=1e-6)
+    head.set_epoch_lr(0.0)
+    head(torch.tensor([[1.0, -1.0]]))  # μ = 1: x̄ = (5.95, 4.9)
+    np.testing.assert_allclose(head.mean_feature.numpy(), [5.95, 4.9], rtol=1e-6)
+
+
+def test_momentum_is_not_checkpoint_state() -> None:
+    # Recomputed from the lr at the start of every epoch, so a resumed run gets it back without
+    # saving it: the state dict holds only the weight and the moving average.
+    head = CausalNormHead(4, 3, momentum_schedule="lr_linked")
+    head.set_epoch_lr(0.002)
+    assert set(head.state_dict()) == {"weight", "mean_feature"}
+    assert "momentum_schedule='lr_linked'" in repr(head)
+
+
 def test_mean_feature_unchanged_in_eval_and_by_logit_calls() -> None:
     head = make(num_heads=2)
     before = head.mean_feature.clone()
@@ -387,6 +428,7 @@ def test_bf16_features_are_computed_in_float32() -> None:
         ({"momentum": 1.0}, "momentum"),
         ({"momentum": -0.1}, "momentum"),
         ({"alpha": -1.0}, "alpha"),
+        ({"momentum_schedule": "cosine"}, "momentum_schedule"),
     ],
 )
 def test_invalid_arguments_raise(kwargs: dict, match: str) -> None:

@@ -72,13 +72,37 @@ def test_lws_starts_at_scale_one_with_the_stage1_logits(bias: bool) -> None:
     torch.testing.assert_close(lws(x), linear(x))
     with torch.no_grad():
         lws.scales.copy_(torch.tensor([1.0, 2.0, 0.5, 0.0]))
-    expected = (x @ linear.fc.weight.T) * torch.tensor([1.0, 2.0, 0.5, 0.0])
-    if bias:
-        expected = expected + linear.fc.bias
+    # The whole linear output is scaled (Kang et al.'s code), bias included.
+    expected = linear(x) * torch.tensor([1.0, 2.0, 0.5, 0.0])
     torch.testing.assert_close(lws(x), expected.detach())
 
 
+def test_lws_scales_the_bias_too_hand_example() -> None:
+    # W = [[1, 0, 2], [0, -1, 1]], b = (0.5, 3), x = (1, 2, 3), s = (2, 0.5):
+    # W·x = (1 + 0 + 6, 0 − 2 + 3) = (7, 1); W·x + b = (7.5, 4).
+    # Published form s·(W·x + b) = (15, 2); the bias-unscaled form s·(W·x) + b = (14.5, 3.5).
+    linear = LinearHead(3, 2)
+    with torch.no_grad():
+        linear.fc.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 1.0]]))
+        linear.fc.bias.copy_(torch.tensor([0.5, 3.0]))
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    heads = {form: LWSHead.from_linear(linear, scale_bias=form) for form in (True, False)}
+    for head in heads.values():
+        with torch.no_grad():
+            head.scales.copy_(torch.tensor([2.0, 0.5]))
+    assert heads[True](x).tolist() == [[15.0, 2.0]]
+    assert heads[False](x).tolist() == [[14.5, 3.5]]
+    assert LWSHead(3, 2).scale_bias  # the published form is the default
+    # d(sum of logits)/ds_c = W_c·x + b_c = (7.5, 4) in the published form, W_c·x = (7, 1) in the
+    # other.
+    heads[True](x).sum().backward()
+    heads[False](x).sum().backward()
+    assert heads[True].scales.grad.tolist() == [7.5, 4.0]
+    assert heads[False].scales.grad.tolist() == [7.0, 1.0]
+
+
 @pytest.mark.parametrize(("head", "args"), [("lws", {"bias": True}), ("lws", {"bias": False}),
+                                            ("lws", {"bias": True, "scale_bias": False}),
                                             ("ncm", {})])
 def test_stage2_heads_rebuild_from_a_model_config(head: str, args: dict) -> None:
     # The head's state dict holds everything: a model rebuilt from the config plus the state dict
@@ -163,10 +187,40 @@ def test_stage2_run(stage1: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
     config, model, data = load_run(run_dir, torch.device("cpu"))
     if method == "lws":
         assert not torch.equal(model.head.scales.detach(), torch.ones(data.num_classes))
+        assert saved["model"]["head_args"] == {"bias": True, "scale_bias": True}
+        assert model.head.scale_bias
     saved_logits = torch.load(run_dir / "eval" / "test_outputs.pt")["logits"]
     loader = make_loader(data, "test", config.data, 256, torch.device("cpu"))
     logits = collect_outputs(model, loader, torch.device("cpu"))["logits"]
     torch.testing.assert_close(logits, saved_logits)
+
+
+def test_lws_unscaled_bias_form_is_recorded(stage1: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "lws_unscaled"
+    train_stage2(_stage2_config("lws", "stage2.lws_scale_bias=false"), stage1, run_dir,
+                 progress=False)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["head_args"] == {"bias": True, "scale_bias": False}
+    assert saved["stage2"]["lws_scale_bias"] is False
+    _, model, _ = load_run(run_dir, torch.device("cpu"))
+    assert model.head.scale_bias is False
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_crt_with_the_class_aware_sampler_trains_max_count_times_classes(
+        stage1: Path, tmp_path: Path, augment: bool) -> None:
+    # Kang et al.'s epoch: max_c n_c × C draws, on both the cached-feature and per-step paths.
+    _, _, data = load_run(stage1, torch.device("cpu"))
+    counts = torch.bincount(data.train.labels, minlength=data.num_classes)
+    expected = int(counts.max()) * int((counts > 0).sum())
+    assert expected > len(data.train.labels)  # longer than an instance epoch on a long tail
+    run_dir = tmp_path / f"crt_class_aware_{augment}"
+    train_stage2(_stage2_config("crt", "stage2.sampler=class_aware", f"stage2.augment={augment}"),
+                 stage1, run_dir, progress=False)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert round(row["images_per_second"] * row["epoch_seconds"]) == expected
 
 
 def test_ncm_through_the_command_line(stage1: Path, tmp_path: Path) -> None:

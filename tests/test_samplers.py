@@ -1,5 +1,6 @@
 """Samplers: class frequencies of class-balanced / square-root / progressive draws against their
-formulas (Kang et al., methods.md §7), determinism, and both loader paths."""
+formulas, the cycling structure of class_aware (Kang et al.'s cRT sampler; methods.md §7),
+determinism, and both loader paths."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def _frequencies(drawn: torch.Tensor) -> torch.Tensor:
 def test_every_sampler_returns_valid_deterministic_indices(name: str) -> None:
     sampler = create_sampler(name, LABELS, len(COUNTS), epochs=4)
     first = sampler.indices(1, epoch_generator(7, 1))
-    assert len(sampler) == len(LABELS) == len(first)
+    assert len(sampler) == len(first)
+    # class_aware's epoch is max_c n_c × C (10000 × 5); the others keep len(labels) draws.
+    assert len(first) == (50_000 if name == "class_aware" else len(LABELS))
     assert first.dtype == torch.int64 and first.ndim == 1
     assert 0 <= int(first.min()) and int(first.max()) < len(LABELS)
     # Same seed -> same list, also from a separately built sampler (what every rank does before
@@ -106,6 +109,89 @@ def test_class_aware_samplers_skip_empty_classes() -> None:
         assert set(labels[sampler.indices(1, epoch_generator(0, 1))].tolist()) <= {0, 1, 2}
 
 
+# ------------------------------------------------------------------------------------------------
+# class_aware: Kang et al.'s ClassAwareSampler (cycles through classes, 4 images per visit)
+
+
+def _class_aware(counts: list[int], seed: int = 0, epoch: int = 0, **options: object):  # noqa: ANN202
+    """(labels, sampler, the labels of one epoch's draws)."""
+    labels = _labels(counts)
+    sampler = create_sampler("class_aware", labels, len(counts), **options)
+    drawn = sampler.indices(epoch, epoch_generator(seed, epoch))
+    return labels, sampler, drawn
+
+
+def test_class_aware_epoch_is_max_count_times_classes() -> None:
+    # max n_c = 10000, C = 5: 50,000 draws = 12,500 visits of 4 = 2,500 rounds of the 5 classes,
+    # so each class gets exactly 10,000 draws: the head class's 10,000 images once each, the tail
+    # class's 100 images 100 times each.
+    labels, sampler, drawn = _class_aware(COUNTS)
+    assert len(sampler) == len(drawn) == 50_000
+    assert torch.bincount(labels[drawn], minlength=5).tolist() == [10_000] * 5
+    head = torch.bincount(drawn[labels[drawn] == 0], minlength=len(labels))[labels == 0]
+    tail = torch.bincount(drawn[labels[drawn] == 4], minlength=len(labels))[labels == 4]
+    assert head.tolist() == [1] * 10_000 and tail.tolist() == [100] * 100
+    # An empty class is not a class of the cycle: counts 6, 2, 1, 0, 3 give 6 × 4 = 24 draws.
+    labels, sampler, drawn = _class_aware([6, 2, 1, 0, 3])
+    assert len(sampler) == len(drawn) == 24 and 3 not in labels[drawn].tolist()
+
+
+def test_class_aware_visits_take_runs_of_num_samples_cls_images() -> None:
+    _, _, drawn = _class_aware(COUNTS)
+    blocks = LABELS[drawn].view(-1, 4)
+    assert (blocks == blocks[:, :1]).all()
+    # Counts 5 and 2 with 4 per visit: 10 draws = visits of 4, 4 and a last one cut to 2.
+    labels, _, drawn = _class_aware([5, 2])
+    classes = labels[drawn]
+    assert len(classes) == 10
+    assert len(set(classes[:4].tolist())) == len(set(classes[4:8].tolist())) == 1
+    assert classes[8] == classes[9]
+    # num_samples_cls = 3: runs of 3 (4 classes × max 9 = 36 draws = 12 visits).
+    labels, _, drawn = _class_aware([9, 5, 2, 1], num_samples_cls=3)
+    blocks = labels[drawn].view(-1, 3)
+    assert blocks.shape == (12, 3) and (blocks == blocks[:, :1]).all()
+
+
+def test_class_aware_cycles_through_a_shuffled_class_list() -> None:
+    # 4 classes, max 9: 36 draws = 9 visits = two full rounds of the 4 classes and one visit.
+    labels, _, drawn = _class_aware([9, 5, 2, 1], num_samples_cls=4)
+    visits = labels[drawn].view(-1, 4)[:, 0].tolist()
+    assert len(visits) == 9
+    assert sorted(visits[0:4]) == sorted(visits[4:8]) == [0, 1, 2, 3]
+    # Over many epochs the rounds are not always in the same order (they are shuffled).
+    orders = {tuple(labels[_class_aware([9, 5, 2, 1], seed=s)[2]].view(-1, 4)[:4, 0].tolist())
+              for s in range(20)}
+    assert len(orders) > 1
+
+
+def test_class_aware_no_image_repeats_before_its_class_is_exhausted() -> None:
+    # Each class's draws, in order, cut into lists of n_c: every full list is all of the class's
+    # images once; the last, partial one has no repeat.
+    counts = [10000, 3162, 1000, 316, 100, 3, 1]
+    labels, _, drawn = _class_aware(counts)
+    for c, n in enumerate(counts):
+        mine = drawn[labels[drawn] == c]
+        images = torch.nonzero(labels == c).squeeze(1).sort().values
+        full = len(mine) // n
+        for k in range(full):
+            assert torch.equal(mine[k * n:(k + 1) * n].sort().values, images), (c, k)
+        rest = mine[full * n:]
+        assert len(set(rest.tolist())) == len(rest)
+
+
+def test_class_aware_is_deterministic_per_seed_and_epoch() -> None:
+    _, _, first = _class_aware(COUNTS, seed=3, epoch=2)
+    assert torch.equal(first, _class_aware(COUNTS, seed=3, epoch=2)[2])
+    assert not torch.equal(first, _class_aware(COUNTS, seed=4, epoch=2)[2])
+    assert not torch.equal(first, _class_aware(COUNTS, seed=3, epoch=3)[2])
+
+
+def test_class_aware_rejects_a_bad_num_samples_cls() -> None:
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="num_samples_cls"):
+            create_sampler("class_aware", LABELS, len(COUNTS), num_samples_cls=bad)
+
+
 def test_torch_sampler_yields_the_same_indices_as_the_sampler() -> None:
     sampler = create_sampler("class_balanced", LABELS, len(COUNTS))
     wrapped = TorchSampler(sampler, seed=3)
@@ -129,7 +215,7 @@ def test_in_memory_loader_batches_follow_a_class_balanced_sampler() -> None:
     assert (torch.bincount(seen, minlength=3) > 40).all()  # 74 per class expected; tail has 2
 
 
-@pytest.mark.parametrize("name", ["class_balanced", "square_root", "progressive"])
+@pytest.mark.parametrize("name", ["class_balanced", "square_root", "progressive", "class_aware"])
 def test_shards_of_a_common_list_cover_it(name: str) -> None:
     from longtail.distributed import ShardedSampler
 

@@ -276,3 +276,23 @@ def test_lr_cosine_and_constant():
     assert warm(20) == pytest.approx(1.0) and warm(70) == pytest.approx(0.5)
     constant = lr_factor(OptimConfig(warmup_epochs=0, schedule="constant"), 10, 10)
     assert constant(0) == constant(99) == 1.0
+
+
+def test_trainer_sets_lr_linked_momentum_at_each_epoch_start(tmp_path, monkeypatch):
+    # The head sees set_epoch_lr(lr of the epoch's first step) once per epoch, before training.
+    from longtail.models.causal import CausalNormHead
+
+    seen = []
+    real = CausalNormHead.set_epoch_lr
+
+    def spy(self, lr):  # noqa: ANN001, ANN202
+        seen.append(lr)
+        return real(self, lr)
+
+    monkeypatch.setattr(CausalNormHead, "set_epoch_lr", spy)
+    config = load_config("quickstart", [
+        "train.epochs=2", "train.device=cpu", "optim.warmup_epochs=0", "optim.lr=0.01",
+        "optim.schedule=multistep", "optim.milestones=[1]", "optim.gamma=0.1",
+        "model.head=causal_norm", "model.head_args={momentum_schedule: lr_linked}"])
+    train(config, tmp_path / "run", progress=False)
+    assert seen == pytest.approx([0.01, 0.001])

@@ -6,12 +6,16 @@ the DataLoader path (``TorchSampler``). Every sampler returns the *global* index
 and draws only from the generator it is given, so ranks that share the seed agree on the list and
 ``distributed.shard_sampler`` can split it.
 
-Class-aware samplers (Kang et al., ICLR 2020; methods.md §7) draw with replacement in two steps:
-a class ``c`` with probability ``p_c``, then an image of ``c`` uniformly. With ``n_c`` images in
-class ``c``, ``p_c ∝ n_c^q``: ``q = 1`` is instance-balanced (in expectation), ``q = 1/2``
-square-root, ``q = 0`` class-balanced; "progressive" mixes the ``q = 1`` and ``q = 0``
+Class-probability samplers (Kang et al., ICLR 2020; methods.md §7) draw with replacement in two
+steps: a class ``c`` with probability ``p_c``, then an image of ``c`` uniformly. With ``n_c``
+images in class ``c``, ``p_c ∝ n_c^q``: ``q = 1`` is instance-balanced (in expectation),
+``q = 1/2`` square-root, ``q = 0`` class-balanced; "progressive" mixes the ``q = 1`` and ``q = 0``
 distributions, moving linearly from the first to the second over training. An epoch keeps
 ``len(labels)`` draws so it has the usual number of steps.
+
+``class_aware`` is the sampler of Kang et al.'s published cRT code (their ``ClassAwareSampler``):
+draws without replacement from shuffled cycles through the classes and through each class's
+images, and an epoch of ``max_c n_c × C`` draws.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ class InstanceSampler:
         return torch.randperm(len(self.labels), generator=generator)
 
 
-class ClassAwareSampler:
-    """Base of the class-aware samplers: subclasses define ``class_probabilities(epoch)``."""
+class ClassProbabilitySampler:
+    """Base of the class-probability samplers: subclasses define ``class_probabilities(epoch)``."""
 
     def __init__(self, labels: torch.Tensor, num_classes: int) -> None:
         labels = torch.as_tensor(labels).cpu().long()  # CPU: the generator is a CPU generator
@@ -76,7 +80,7 @@ class ClassAwareSampler:
 
 
 @SAMPLERS.register("class_balanced")
-class ClassBalancedSampler(ClassAwareSampler):
+class ClassBalancedSampler(ClassProbabilitySampler):
     """A class uniformly, then one of its images uniformly (Kang et al.'s class-balanced)."""
 
     def class_probabilities(self, epoch: int) -> torch.Tensor:
@@ -84,7 +88,7 @@ class ClassBalancedSampler(ClassAwareSampler):
 
 
 @SAMPLERS.register("square_root")
-class SquareRootSampler(ClassAwareSampler):
+class SquareRootSampler(ClassProbabilitySampler):
     """``p_c ∝ n_c^power`` (``power = 1/2``: square-root sampling; any ``power >= 0`` works)."""
 
     def __init__(self, labels: torch.Tensor, num_classes: int, power: float = 0.5) -> None:
@@ -98,7 +102,7 @@ class SquareRootSampler(ClassAwareSampler):
 
 
 @SAMPLERS.register("progressive")
-class ProgressiveSampler(ClassAwareSampler):
+class ProgressiveSampler(ClassProbabilitySampler):
     """``p_c(t) = (1 − t/T)·p_c^IB + (t/T)·p_c^CB`` with ``t`` the epoch (from 0) and ``T`` the
     number of epochs: instance-balanced at the start, nearly class-balanced at the end."""
 
@@ -111,6 +115,86 @@ class ProgressiveSampler(ClassAwareSampler):
     def class_probabilities(self, epoch: int) -> torch.Tensor:
         t = min(max(epoch, 0), self.epochs) / self.epochs
         return (1 - t) * self.power_probabilities(1.0) + t * self.power_probabilities(0.0)
+
+
+@SAMPLERS.register("class_aware")
+class ClassCycleSampler:
+    """Kang et al.'s ``ClassAwareSampler`` (their cRT code, methods.md §7).
+
+    Cycle through a shuffled list of the classes; at each class visit take the next
+    ``num_samples_cls`` images (Kang et al.: 4) from that class's own shuffled list, without
+    replacement. A class's list is reshuffled when it is exhausted (a class with fewer images than
+    ``num_samples_cls`` wraps within one visit), and so is the class list. An epoch is
+    ``max_c n_c × C`` draws (``C``: the classes that have images, as their code counts the distinct
+    labels), so each class gets about ``max_c n_c`` draws per epoch; the last visit is cut short
+    when ``num_samples_cls`` does not divide the epoch.
+
+    One difference, for exact resume: their cycles carry on from one epoch to the next; here every
+    epoch starts fresh cycles, so an epoch's list depends only on its generator (the seed and the
+    epoch, ``epoch_generator``), like every other sampler here.
+    """
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, num_samples_cls: int = 4) -> None:
+        labels = torch.as_tensor(labels).cpu().long()  # CPU: the generator is a CPU generator
+        if labels.ndim != 1 or len(labels) == 0:
+            raise ValueError(f"sampler: expected a non-empty 1-D label tensor, got shape "
+                             f"{tuple(labels.shape)}")
+        if isinstance(num_samples_cls, bool) or not isinstance(num_samples_cls, int) \
+                or num_samples_cls < 1:
+            raise ValueError(f"class_aware sampler: num_samples_cls must be an integer >= 1, "
+                             f"got {num_samples_cls!r}")
+        num_classes = max(num_classes, int(labels.max()) + 1)
+        self.labels = labels
+        self.num_classes = num_classes
+        self.num_samples_cls = num_samples_cls
+        counts = torch.bincount(labels, minlength=num_classes)
+        # Positions of each class's images, contiguous: class c owns order[starts[c]:+counts[c]].
+        self.order = torch.argsort(labels, stable=True)
+        self.starts = torch.cumsum(counts, 0) - counts
+        self.classes = torch.nonzero(counts).squeeze(1)  # the classes that have images
+        self.counts = counts[self.classes]
+        self.num_samples = int(self.counts.max()) * len(self.classes)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        k = self.num_samples_cls
+        visits = -(-self.num_samples // k)
+        # Which class each visit goes to: rounds of a fresh permutation of the classes.
+        num = len(self.classes)
+        rounds = -(-visits // num)
+        visit_class = _shuffled_rounds(torch.full((1,), num), torch.tensor([rounds]),
+                                       generator)[:visits]  # index into self.classes
+        # The t-th visit of a class takes items t·k .. t·k + k − 1 of that class's stream.
+        per_class = torch.bincount(visit_class, minlength=num)
+        first = torch.cumsum(per_class, 0) - per_class
+        by_class = torch.argsort(visit_class, stable=True)
+        nth = torch.empty_like(visit_class)
+        nth[by_class] = torch.arange(visits) - first[visit_class[by_class]]
+        # Each class's stream: rounds of fresh permutations of its images, enough for its visits.
+        class_rounds = -(-(per_class * k) // self.counts)
+        streams = _shuffled_rounds(self.counts, class_rounds, generator)
+        stream_start = torch.cumsum(class_rounds * self.counts, 0) - class_rounds * self.counts
+        item = (stream_start[visit_class] + nth * k).unsqueeze(1) + torch.arange(k)
+        position = streams[item.reshape(-1)]  # rank of the image within its class
+        owner = self.classes[visit_class].repeat_interleave(k)
+        return self.order[self.starts[owner] + position][: self.num_samples]
+
+
+def _shuffled_rounds(sizes: torch.Tensor, rounds: torch.Tensor,
+                     generator: torch.Generator) -> torch.Tensor:
+    """For each group ``g``, ``rounds[g]`` independent random permutations of ``0..sizes[g]-1``,
+    concatenated (group by group, round by round) into one int64 tensor. Two sorts do them all:
+    the items in a random order, then, stably, back into their rounds."""
+    lengths = sizes * rounds
+    group = torch.repeat_interleave(torch.arange(len(sizes)), lengths)
+    local = torch.arange(int(lengths.sum())) - (torch.cumsum(lengths, 0) - lengths)[group]
+    size = sizes[group]
+    round_id = (torch.cumsum(rounds, 0) - rounds)[group] + local // size
+    shuffled = torch.randperm(len(local), generator=generator)
+    perm = shuffled[torch.argsort(round_id[shuffled], stable=True)]
+    return (local % size)[perm]
 
 
 def create_sampler(name: str, labels: torch.Tensor, num_classes: int, epochs: int = 1,

@@ -27,6 +27,16 @@ from longtail.registry import HEADS
 _EPS = 1e-12
 
 SQUASHES = ("sabour", "tde_code")
+MOMENTUM_SCHEDULES = ("constant", "lr_linked")
+
+
+def lr_linked_momentum(lr: float) -> float:
+    """μ = 1 − 0.1 · min(50 · lr, 1): the TDE authors' momentum for every dataset but CIFAR, set
+    at the start of each epoch from that epoch's lr (methods.md §7). 0.9 while lr ≥ 0.02, then
+    towards 1 as the lr decays (1 at lr 0: the average then only accumulates)."""
+    if not lr >= 0:
+        raise ValueError(f"lr_linked_momentum: lr must be >= 0, got {lr}")
+    return 1.0 - 0.1 * min(50.0 * lr, 1.0)
 
 
 @HEADS.register("causal_norm")
@@ -38,6 +48,12 @@ class CausalNormHead(nn.Module):
     mean_batch(x)``) and returns the de-confounded training logits; in eval mode it returns the TDE
     logits with ``self.alpha``. ``mean_feature`` is a persistent buffer, so checkpoints carry the
     head direction.
+
+    ``momentum_schedule``: ``"constant"`` keeps μ = ``momentum`` (the paper's CIFAR code);
+    ``"lr_linked"`` lets the trainer call ``set_epoch_lr(lr)`` at the start of each epoch, which
+    sets μ = 1 − 0.1 · min(50 · lr, 1) (the authors' code for the other datasets, methods.md §7;
+    ``momentum`` is then only the value before the first call). μ is a plain attribute, not
+    state: it is recomputed from the lr every epoch, so a resumed run gets it back.
 
     Zero head direction (a head never run in train mode, or a dead feature chunk): the direction
     of such a head is taken as the zero vector, so nothing is subtracted for it; when every head is
@@ -56,6 +72,7 @@ class CausalNormHead(nn.Module):
         gamma: float = 1 / 32,
         momentum: float = 0.9,
         alpha: float = 1.0,
+        momentum_schedule: str = "constant",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -74,12 +91,16 @@ class CausalNormHead(nn.Module):
             raise ValueError(f"{name}: gamma must be >= 0, got {gamma}")
         if not 0 <= momentum < 1:
             raise ValueError(f"{name}: momentum must be in [0, 1), got {momentum}")
+        if momentum_schedule not in MOMENTUM_SCHEDULES:
+            raise ValueError(f"{name}: momentum_schedule must be one of {MOMENTUM_SCHEDULES}, "
+                             f"got {momentum_schedule!r}")
         self.in_features = in_features
         self.num_classes = num_classes
         self.num_heads = num_heads
         self.tau = float(tau)
         self.gamma = float(gamma)
         self.momentum = float(momentum)
+        self.momentum_schedule = momentum_schedule
         self.alpha = alpha  # validated by the property setter
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         # Same initialisation as nn.Linear / CosineHead: U(-1/sqrt(D), 1/sqrt(D)).
@@ -106,11 +127,18 @@ class CausalNormHead(nn.Module):
             raise ValueError(f"{type(self).__name__}: alpha must be >= 0, got {value}")
         return value
 
+    def set_epoch_lr(self, lr: float) -> None:
+        """Called by the trainer at the start of each epoch with that epoch's lr: with
+        ``momentum_schedule="lr_linked"`` sets μ = 1 − 0.1 · min(50 · lr, 1); no-op otherwise."""
+        if self.momentum_schedule == "lr_linked":
+            self.momentum = lr_linked_momentum(float(lr))
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, num_classes={self.num_classes}, "
             f"num_heads={self.num_heads}, tau={self.tau}, gamma={self.gamma}, "
-            f"momentum={self.momentum}, alpha={self.alpha}"
+            f"momentum={self.momentum}, momentum_schedule={self.momentum_schedule!r}, "
+            f"alpha={self.alpha}"
         )
 
     # --- building blocks --------------------------------------------------------------------------
@@ -264,6 +292,7 @@ class CosineTDEHead(CausalNormHead):
         tau: float = 16.0,
         momentum: float = 0.9,
         alpha: float = 1.0,
+        momentum_schedule: str = "constant",
     ) -> None:
         super().__init__(
             in_features,
@@ -273,6 +302,7 @@ class CosineTDEHead(CausalNormHead):
             gamma=0.0,
             momentum=momentum,
             alpha=alpha,
+            momentum_schedule=momentum_schedule,
         )
 
 
@@ -305,6 +335,7 @@ class CapsuleTDEHead(CausalNormHead):
         gamma: float = 0.0,
         momentum: float = 0.9,
         alpha: float = 1.0,
+        momentum_schedule: str = "constant",
     ) -> None:
         if squash not in SQUASHES:
             raise ValueError(f"CapsuleTDEHead: squash must be one of {SQUASHES}, got {squash!r}")
@@ -316,6 +347,7 @@ class CapsuleTDEHead(CausalNormHead):
             gamma=gamma,
             momentum=momentum,
             alpha=alpha,
+            momentum_schedule=momentum_schedule,
         )
         self.squash = squash
 
