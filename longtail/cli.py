@@ -177,6 +177,8 @@ def _synthetic(args: argparse.Namespace) -> None:
 
     if args.study == "la":
         synthetic.la_gaussian_study(args.out, trials=args.trials, seed=args.seed)
+    elif args.study == "placed_digits":
+        synthetic.placed_digits(args.out, seed=args.seed)
     else:
         synthetic.tde_1d_study(args.out, seed=args.seed, repeats=args.trials)
     print(f"written to {args.out}")
@@ -239,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("synthetic", help="the synthetic studies: logit adjustment's 2-D Gaussians "
-                       "(la) and the 1-D TDE illustration (tde)")
-    p.add_argument("study", choices=["la", "tde"])
+                       "(la), the 1-D TDE illustration (tde); placed digits with known boxes")
+    p.add_argument("study", choices=["la", "tde", "placed_digits"],
+                   help="la / tde: the studies; placed_digits: a class-folder image set with "
+                   "known object boxes (boxes.json), for longtail explain --boxes")
     p.add_argument("--out", default="benchmarks/results/synthetic", help="output folder")
     p.add_argument("--trials", type=int, default=100, help="independent trials (default 100)")
     p.add_argument("--seed", type=int, default=0)

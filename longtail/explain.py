@@ -319,15 +319,9 @@ def _summarise(run: ExplainedRun, picked: Picked, maps: np.ndarray,
             "groups": groups}
 
 
-def markdown(summary: dict, figure: str) -> str:
-    lines = ["# Grad-CAM: what each run's prediction looks at", "",
-             "Maps of each run's predicted class, from the logits the run predicts with (TDE at "
-             "the run's α for causal heads). Focus area: share of the map above half its "
-             "maximum (smaller = more compact). Energy on object: share of the map inside the "
-             "object's box (where boxes were given).", "",
-             f"Images measured: {summary['images_measured']} (shown: "
-             f"{summary['images_shown']}).", "",
-             "| run | α | layer(s) | group | images | focus area | energy on object | "
+def summary_table(summary: dict) -> str:
+    """Markdown table: per run and shot group, images, focus area, energy on object, accuracy."""
+    lines = ["| run | α | layer(s) | group | images | focus area | energy on object | "
              "accuracy on them |", "|---|---|---|---|---|---|---|---|"]
     for run in summary["runs"]:
         for group, g in run["groups"].items():
@@ -336,8 +330,20 @@ def markdown(summary: dict, figure: str) -> str:
             alpha = "" if run["alpha"] is None else f"{run['alpha']:g}"
             lines.append(f"| {run['name']} | {alpha} | {', '.join(run['layers'])} | {group} | "
                          f"{g['images']} | {g['focus_area']:.3f} | {energy} | {acc} |")
-    lines += ["", f"![Grad-CAM grid]({figure})", ""]
     return "\n".join(lines)
+
+
+ABOUT = ("Maps of each run's predicted class, from the logits the run predicts with (TDE at the "
+         "run's α for causal heads). Focus area: share of the map above half its maximum "
+         "(smaller = more compact). Energy on object: share of the map inside the object's box "
+         "(where boxes were given).")
+
+
+def markdown(summary: dict, figure: str) -> str:
+    return "\n".join(["# Grad-CAM: what each run's prediction looks at", "", ABOUT, "",
+                      f"Images measured: {summary['images_measured']} (shown: "
+                      f"{summary['images_shown']}).", "", summary_table(summary), "",
+                      f"![Grad-CAM grid]({figure})", ""])
 
 
 def plot_grid(picked: Picked, runs: list[ExplainedRun], grid: list, path: Path) -> None:

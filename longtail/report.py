@@ -474,6 +474,9 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None,
                    ("table", shot_group_table(runs, "val"))]
     blocks += [("h2", "Per-class accuracy vs. training-set size"),
                ("img", str(plot_per_class(runs, figures / "per_class_accuracy.png")))]
+    if len(runs) >= 2:
+        blocks += [("h2", "Grad-CAM: what each run's prediction looks at"),
+                   *gradcam_blocks(runs, figures / "gradcam")]
 
     for i, run in enumerate(runs):
         stem = f"{i:02d}_{_slug(run.name)}"
@@ -495,6 +498,20 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None,
     (out_dir / "report.md").write_text(markdown)
     (out_dir / "report.html").write_text(page)
     return out_dir
+
+
+def gradcam_blocks(runs: list[RunRecord], out: Path) -> list[tuple[str, str]]:
+    """The same test images (2 per shot group, seeded) through every run, or a note saying why
+    there is no grid (grad-cam not installed, runs on different data, large-image data)."""
+    from longtail.explain import ABOUT, ExplainError, explain, summary_table
+
+    try:
+        summary = explain([r.path for r in runs], out, per_group=2,
+                          names=[r.name for r in runs])
+    except ExplainError as err:
+        return [("p", f"No Grad-CAM grid: {err}")]
+    return [("p", ABOUT), ("table", summary_table(summary)),
+            ("img", str(out / "gradcam.png"))]
 
 
 def main(run_dirs: list[str], out: str | None = None, names: str | None = None,

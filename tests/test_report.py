@@ -63,7 +63,10 @@ def test_report_files_and_table(runs: list[Path], tmp_path: Path) -> None:
                  if line.startswith("![")]:
         assert (out / link).is_file()
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5  # self-contained
+    # self-contained: per-class, 2 × (curves, confusion), and the Grad-CAM grid of both runs
+    assert page.count("data:image/png;base64,") == 6
+    assert (out / "figures/gradcam/gradcam.png").is_file()
+    assert "| a | " in markdown.split("Grad-CAM")[1] and "focus area" in markdown
     assert "<td>a</td>" in page and "<td>b</td>" in page
 
 
