@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _load_reason(err: Exception) -> str:
+def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def _load_reason(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` refused ``path``, in a few words (never torch's advice to retry with
+    ``weights_only=False``: a file that needs it is exactly what we refuse)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        return "it is not a PyTorch file (damaged, or written by something else)"
+    if isinstance(err, pickle.UnpicklingError) or "weights only" in str(err).lower():
+        return ("it holds objects other than tensors and plain containers, so it was refused "
+                "unread (weights-only loading)")
+    return f"it is truncated or damaged ({_first_line(err)})"
 
 
 def _torch_load(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
@@ -44,7 +58,7 @@ def _torch_load(path: Path, what: str, map_location: str | torch.device = "cpu")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, tampered content ...
-        raise ValueError(f"{what} '{path}' cannot be loaded: {_load_reason(err)}") from None
+        raise ValueError(f"{what} '{path}' cannot be loaded: {_load_reason(path, err)}") from None
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -131,7 +145,7 @@ def read_json(path: Path, what: str = "file") -> Any:
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{what} '{path}' is not valid JSON ({_load_reason(err)})") from None
+        raise ValueError(f"{what} '{path}' is not valid JSON ({_first_line(err)})") from None
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -153,6 +167,6 @@ def read_metrics(path: Path) -> list[dict]:
             if number == len(lines):
                 break
             raise ValueError(f"metrics log '{path}' line {number} is not valid "
-                             f"({_load_reason(err)})") from None
+                             f"({_first_line(err)})") from None
         rows.append(row)
     return rows

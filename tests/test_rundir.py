@@ -338,19 +338,28 @@ class Evil:
         return (os.system, ("echo pwned > /dev/null",))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "empty", "malicious", "wrong"])
+@pytest.mark.parametrize("damage", ["truncate", "empty", "malicious", "malicious_zip",
+                                    "wrong"])
 def test_damaged_outputs_give_one_line_errors(run_copy, capsys, damage):
     path = run_copy / "eval" / "test_outputs.pt"
+    reason = {"truncate": "truncated or damaged", "empty": "empty",
+              "malicious": "not a PyTorch file", "malicious_zip": "refused unread",
+              "wrong": "rows"}[damage]
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:200])
     elif damage == "empty":
         path.write_bytes(b"")
     elif damage == "malicious":
         path.write_bytes(pickle.dumps(Evil()))
+    elif damage == "malicious_zip":
+        torch.save({"labels": Evil()}, path)  # a real torch zip whose pickle calls os.system
     else:
         torch.save({"labels": torch.zeros(3), "logits": torch.zeros(2, 10)}, path)
-    with pytest.raises(ValueError, match="test_outputs.pt"):
+    with pytest.raises(ValueError, match="test_outputs.pt") as info:
         load_outputs_file(path)
+    assert reason in str(info.value)
+    # Never torch's advice to retry unsafely.
+    assert "weights_only" not in str(info.value)
     code, err = cli(["sweep", str(run_copy), "--alpha", "0:1:0.5"], capsys)
     one_line_error(code, err, "test_outputs.pt")
     code, err = cli(["report", str(run_copy), "--out", str(run_copy.parent / "rep")], capsys)
