@@ -55,7 +55,8 @@ class Suite:
 GRIDS = {"alpha": "0:3:0.1", "logit_adjust": "0:2:0.1", "tau_norm": "0:2:0.1"}
 CAUSAL = "{num_heads: 2, tau: 16.0, gamma: 0.03125, momentum: 0.9, alpha: 1.0}"
 # The TDE authors' CIFAR recipe (their config CIFAR10_LT/causal_norm_32.yaml, methods.md §8).
-TDE_PAPER_RECIPE = ["model.backbone=resnet32_bbn", "train.batch_size=256", "optim.lr=0.2"]
+TDE_PAPER_RECIPE = ["model.backbone=resnet32_bbn", "train.batch_size=256", "optim.lr=0.2",
+                    "optim.warmup_mode=epoch", "optim.warmup_start_factor=0.3333333333333333"]
 
 CIFAR_METHODS = [
     TrainedMethod("baseline", [], [

@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="longtail", description="Long-tailed visual recognition: train, evaluate, sweep "
         "post-hoc knobs, run benchmarks and write reports.")
+    from longtail import __version__
+
+    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a config (default: the digits-LT quick start)",
@@ -350,6 +353,7 @@ def _speed(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from longtail.rundir import RunLockedError
+    from longtail.train import TrainingDiverged
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -357,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, TypeError,
-            ValueError, RunLockedError, OSError) as err:
+            ValueError, RunLockedError, OSError, TrainingDiverged) as err:
         # User errors get one line, not a traceback.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"longtail {args.command}: error: {message}", file=sys.stderr)

@@ -68,6 +68,11 @@ class OptimConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False
     warmup_epochs: float = 5.0  # linear warm-up from lr/warmup-steps to lr
+    # step: the lr rises at every step, from lr/warmup-steps; epoch: it is set once per epoch,
+    # lr × (s + (1 - s)·(e + 1)/W) for 0-based epoch e < W, s = warmup_start_factor (the TDE
+    # authors' WarmupMultiStepLR: s = 1/3, so 0.467, 0.6, 0.733, 0.867 × lr, then lr at e = 4).
+    warmup_mode: str = "step"  # step | epoch
+    warmup_start_factor: float = 0.0  # epoch mode only
     schedule: str = "multistep"  # multistep | cosine | constant
     milestones: list[int] = field(default_factory=lambda: [120, 160])
     gamma: float = 0.01  # multistep factor at each milestone
@@ -353,6 +358,10 @@ def validate(config: Config) -> None:
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
         (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
         (o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}"),
+        (o.warmup_mode in ("step", "epoch"),
+         f"optim.warmup_mode must be 'step' or 'epoch', got {o.warmup_mode!r}"),
+        (0 <= o.warmup_start_factor < 1,
+         f"optim.warmup_start_factor must be in [0, 1), got {o.warmup_start_factor}"),
         (o.lr_reference_batch is None or o.lr_reference_batch >= 1,
          f"optim.lr_reference_batch must be >= 1 or null, got {o.lr_reference_batch}"),
         (o.schedule in ("multistep", "cosine", "constant"),

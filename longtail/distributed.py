@@ -234,6 +234,14 @@ def all_reduce_sum(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tensors
 
 
+def all_reduce_max(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Maximum of each tensor over processes, in place."""
+    if is_distributed():
+        for t in tensors:
+            tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return tensors
+
+
 def _accepts(function: object, name: str) -> bool:
     return name in inspect.signature(function).parameters
 

@@ -7,6 +7,7 @@ The loop knows nothing about methods: a loss, head or sampler that wants the epo
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import time
@@ -43,7 +44,11 @@ from longtail.models import LongTailModel, build_model
 from longtail.registry import BACKBONES, HEADS, LOSSES, SAMPLERS
 from longtail.rundir import RunExistsError, check_run_name, open_run_dir
 
-__all__ = ["RunExistsError", "evaluate_run", "load_run", "train"]
+__all__ = ["RunExistsError", "TrainingDiverged", "evaluate_run", "load_run", "train"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,10 +82,17 @@ def autocast(device: torch.device, dtype: torch.dtype | None):  # noqa: ANN201
 
 def lr_factor(cfg: OptimConfig, epochs: int, steps_per_epoch: int):  # noqa: ANN201
     """Multiplier of the base lr at optimizer step ``s``: linear warm-up, then multistep/cosine."""
+    per_epoch = cfg.warmup_mode == "epoch"
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if per_epoch:  # whole epochs, as a per-epoch scheduler steps
+        warmup = int(math.ceil(cfg.warmup_epochs)) * steps_per_epoch
     total = epochs * steps_per_epoch
 
     def factor(step: int) -> float:
+        if step < warmup and per_epoch:
+            start = cfg.warmup_start_factor
+            return start + (1 - start) * (step // steps_per_epoch + 1) / math.ceil(
+                cfg.warmup_epochs)
         if step < warmup:
             return (step + 1) / warmup
         if cfg.schedule == "multistep":
@@ -329,6 +341,9 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         # Running sums stay on the device: no host sync inside the step.
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
+        # The first step whose loss was not finite (-1: none), kept on the device and read at
+        # the syncs that happen anyway (progress-bar updates, the end of the epoch).
+        first_bad = torch.full((), -1, device=dev, dtype=torch.long)
         seen = 0
         started = time.perf_counter()
         for step, (images, labels) in enumerate(loader):
@@ -342,11 +357,19 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
             scheduler.step()
             loss_sum += loss.detach() * len(labels)
             correct += (logits.detach().argmax(1) == labels).sum()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                    step, first_bad)
             seen += len(labels)
             bar.update()
             if progress and tcfg.log_every and step % tcfg.log_every == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")  # logging sync only
+                if not math.isfinite(loss.item()):
+                    break  # the epoch-end check below stops the run
         elapsed = time.perf_counter() - started
+        (first_bad,) = dist.all_reduce_max(first_bad)
+        if first_bad.item() >= 0:
+            bar.close()
+            _stop_diverged(run_dir, config, epoch, int(first_bad.item()), len(loader), log)
         dist.average_batchnorm_stats(model)  # before evaluating or saving: one model everywhere
         loss_sum, correct, seen_t = dist.all_reduce_sum(loss_sum, correct,
                                                         torch.tensor(seen, device=dev))
@@ -372,6 +395,36 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
     if replicas and dist.is_main_process():
         print(f"longtail: {replicas}", flush=True)
     return evaluate_run(run_dir, device=str(dev), model=model, data=data, config=config)
+
+
+def _stop_diverged(run_dir: Path, config: Config, epoch: int, step: int, steps: int,
+                   log: MetricsLog | None) -> None:
+    """A non-finite loss: record it in ``history.jsonl`` (``eval`` refuses such a run), keep the
+    checkpoint of the last finished epoch (this epoch is not saved) and stop with one line."""
+    if log is not None:
+        log.close()
+    if dist.is_main_process():
+        record_history(run_dir, "diverged", epoch=epoch + 1, step=step + 1, lr=config.optim.lr)
+    kept = f"checkpoint of epoch {epoch} kept" if epoch else "no checkpoint was written"
+    raise TrainingDiverged(
+        f"the training loss became non-finite (NaN or inf) at epoch {epoch + 1}, step "
+        f"{step + 1} of {steps}; {kept}. The usual cause is a learning rate too high for this "
+        f"model and batch (optim.lr={config.optim.lr}): start a new run with a lower one")
+
+
+def diverged_event(run_dir: Path) -> dict | None:
+    """The run's last ``diverged`` event when nothing restarted it since, else None."""
+    path = run_dir / "history.jsonl"
+    last = None
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill: history is informative, not state
+            if isinstance(row, dict) and row.get("event") in ("start", "resume", "diverged"):
+                last = row
+    return last if last is not None and last.get("event") == "diverged" else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,6 +462,12 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
     """Evaluate on test (and validation when there is one); save metrics, per-class CSV, and the
     features/logits that post-hoc methods and sweeps reuse. Returns the test metrics."""
     run_dir = Path(run_dir)
+    bad = diverged_event(run_dir)
+    if bad is not None:
+        raise TrainingDiverged(
+            f"run '{run_dir}' stopped with a non-finite loss at epoch {bad.get('epoch')}, step "
+            f"{bad.get('step')} (history.jsonl): its model is not a result; train a new run "
+            "with a lower optim.lr")
     if model is None or data is None or config is None:
         dev = resolve_device(device or "auto")
         config, model, data = load_run(run_dir, dev)

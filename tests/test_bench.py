@@ -97,6 +97,10 @@ def test_paper_budget_trains_deconfound_with_the_tde_authors_recipe() -> None:
     by_key = {m.key: m for m in SUITES["cifar10_lt"].methods}
     tde = method_config("cifar10_lt", "paper", by_key["deconfound"], 0)
     assert (tde.model.backbone, tde.train.batch_size, tde.optim.lr) == ("resnet32_bbn", 256, 0.2)
+    # The same recipe as the shipped cifar10_lt_tde config, key for key.
+    shipped = _flat(load_config("cifar10_lt_tde", ["train.seed=0"]))
+    assert {k: v for k, v in _flat(tde).items() if k != "name"} == {
+        k: v for k, v in shipped.items() if k != "name"}
     cpu = method_config("cifar10_lt", "cpu", by_key["deconfound"], 0)
     assert (cpu.model.backbone, cpu.train.batch_size) == ("resnet32", 128)
     baseline = method_config("cifar10_lt", "paper", by_key["baseline"], 0)

@@ -70,15 +70,37 @@ def test_resnet32_parameter_count_and_feature():
     assert sum(p.numel() for p in model.parameters()) == expected + 64 * 10 + 10
 
 
-def test_resnet32_bbn_parameter_count_and_feature():
-    # Option-B shortcuts; stage 3 keeps 4 shared blocks and adds two parallel final blocks.
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_resnet32_bbn_parameter_count_and_feature(shortcut):
+    # Stage 3 keeps 4 shared blocks and adds two parallel final blocks. Option A (the TDE
+    # authors' ResNet32Feature.py, the default) has parameter-free shortcuts; B projects.
+    projection = shortcut == "B"
     expected = _conv_bn(3, 16, 3)
     expected += 5 * _block(16, 16, False)
-    expected += _block(16, 32, True) + 4 * _block(32, 32, False)
-    expected += _block(32, 64, True) + 3 * _block(64, 64, False) + 2 * _block(64, 64, False)
-    backbone = create_backbone("resnet32_bbn")
+    expected += _block(16, 32, projection) + 4 * _block(32, 32, False)
+    expected += _block(32, 64, projection) + 3 * _block(64, 64, False) + 2 * _block(64, 64, False)
+    options = {} if shortcut == "A" else {"shortcut": "B"}
+    backbone = create_backbone("resnet32_bbn", **options)
     assert sum(p.numel() for p in backbone.parameters()) == expected
     assert backbone.out_features == 128
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads_channels():
+    # He et al.'s option A, as in the TDE authors' LambdaLayer: x[:, :, ::2, ::2] with
+    # planes // 4 zero channels on each side (16 -> 32: 8 + 16 + 8).
+    from longtail.models.backbones import BasicBlock
+
+    block = BasicBlock(16, 32, stride=2, shortcut="A").eval()
+    for bn in (block.bn1, block.bn2):
+        torch.nn.init.zeros_(bn.weight)  # the residual branch outputs 0: only the shortcut
+        torch.nn.init.zeros_(bn.bias)
+    x = torch.rand(1, 16, 8, 8)  # non-negative, so the final ReLU keeps the shortcut as it is
+    expected = torch.zeros(1, 32, 4, 4)
+    expected[:, 8:24] = x[:, :, ::2, ::2]
+    with torch.no_grad():
+        assert torch.equal(block(x), expected)
+    with pytest.raises(ValueError, match="shortcut"):
+        create_backbone("resnet32_bbn", shortcut="C")
 
 
 def test_bbn_feature_halves_come_from_the_two_branches():

@@ -267,6 +267,24 @@ def test_lr_warmup_then_multistep():
     assert factor(59) == pytest.approx(0.01)
 
 
+def test_per_epoch_warmup_matches_the_tde_authors_scheduler():
+    # Their WarmupMultiStepLR(warmup_factor=1/3, warmup_epochs=5), stepped at the start of each
+    # 1-based epoch E: lr × (1/3·(1 - E/5) + E/5) while E < 5. With lr 0.2: 0.0933, 0.12, 0.1467,
+    # 0.1733, then 0.2 from the fifth epoch; constant within an epoch.
+    cfg = OptimConfig(warmup_epochs=5, warmup_mode="epoch", warmup_start_factor=1 / 3,
+                      schedule="multistep", milestones=[120, 160], gamma=0.01)
+    factor = lr_factor(cfg, epochs=200, steps_per_epoch=48)
+    expected = [0.2 * 1.4 / 3, 0.2 * 1.8 / 3, 0.2 * 2.2 / 3, 0.2 * 2.6 / 3, 0.2]
+    for epoch, lr in enumerate(expected):
+        for step in (48 * epoch, 48 * epoch + 47):
+            assert 0.2 * factor(step) == pytest.approx(lr)
+    assert [round(0.2 * factor(48 * e), 4) for e in range(4)] == [0.0933, 0.12, 0.1467, 0.1733]
+    assert factor(48 * 119) == 1.0 and factor(48 * 120) == pytest.approx(0.01)
+    # Start factor 0: (e + 1) / W, the LDAM code's per-epoch warm-up.
+    ldam = lr_factor(OptimConfig(warmup_epochs=5, warmup_mode="epoch"), 200, 10)
+    assert [ldam(10 * e) for e in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+
+
 def test_lr_cosine_and_constant():
     cosine = lr_factor(OptimConfig(warmup_epochs=0, schedule="cosine"), 10, 10)
     assert cosine(0) == pytest.approx(1.0)

@@ -3,7 +3,9 @@
 - ``resnet32``: the standard CIFAR ResNet-32 of LDAM and logit adjustment (3 stages × 5 basic
   blocks, 16/32/64 channels, parameter-free "option A" shortcuts), 64-d feature.
 - ``resnet32_bbn``: the variant the TDE authors used (BBN's): the last stage's final block is
-  replaced by two parallel blocks whose pooled outputs are concatenated, 128-d feature.
+  replaced by two parallel blocks whose pooled outputs are concatenated, 128-d feature. Option A
+  shortcuts as in their ``ResNet32Feature.py`` (``shortcut: B``, 1×1 conv + BN projections, was
+  this package's form before; kept as an option).
 - ``small_cnn``: a few conv layers for 8×8 digits.
 - ``resnet50`` / ``resnext50_32x4d``: torchvision's, without their fc layer, 2048-d feature.
 """
@@ -93,14 +95,21 @@ class CifarResNet(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
+def _check_shortcut(shortcut: str) -> str:
+    if shortcut not in ("A", "B"):
+        raise ValueError(f"model.backbone_args.shortcut: expected 'A' (zero-pad) or 'B' (1×1 "
+                         f"conv + BN), got {shortcut!r}")
+    return shortcut
+
+
 @BACKBONES.register("resnet32")
-def resnet32(in_channels: int = 3) -> CifarResNet:
-    return CifarResNet(5, in_channels)
+def resnet32(in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(5, in_channels, shortcut=_check_shortcut(shortcut))
 
 
 @BACKBONES.register("resnet32_bbn")
-def resnet32_bbn(in_channels: int = 3) -> CifarResNet:
-    return CifarResNet(5, in_channels, two_branch=True, shortcut="B")
+def resnet32_bbn(in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
+    return CifarResNet(5, in_channels, two_branch=True, shortcut=_check_shortcut(shortcut))
 
 
 @BACKBONES.register("small_cnn")
