@@ -335,8 +335,9 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         loader.set_epoch(epoch)
         # TDE heads with momentum_schedule: lr_linked take μ from this epoch's first lr
         # (methods.md §7; the TDE authors' large-dataset rule).
+        epoch_lr = optimizer.param_groups[0]["lr"]  # the lr of this epoch's first step
         if hasattr(model.head, "set_epoch_lr"):
-            model.head.set_epoch_lr(optimizer.param_groups[0]["lr"])
+            model.head.set_epoch_lr(epoch_lr)
         train_model.train()
         # Running sums stay on the device: no host sync inside the step.
         loss_sum = torch.zeros((), device=dev)
@@ -373,7 +374,7 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         dist.average_batchnorm_stats(model)  # before evaluating or saving: one model everywhere
         loss_sum, correct, seen_t = dist.all_reduce_sum(loss_sum, correct,
                                                         torch.tensor(seen, device=dev))
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+        row = {"epoch": epoch + 1, "lr": epoch_lr,
                "train_loss": loss_sum.item() / seen_t.item(),
                "train_acc": 100 * correct.item() / seen_t.item(),
                "epoch_seconds": elapsed, "images_per_second": seen_t.item() / elapsed}

@@ -314,3 +314,53 @@ def test_trainer_sets_lr_linked_momentum_at_each_epoch_start(tmp_path, monkeypat
         "model.head=causal_norm", "model.head_args={momentum_schedule: lr_linked}"])
     train(config, tmp_path / "run", progress=False)
     assert seen == pytest.approx([0.01, 0.001])
+
+
+def test_metrics_log_the_lr_each_epoch_trained_with(tmp_path):
+    # Per-epoch warm-up over 3 epochs from 1/2: 2/3, 5/6, 1 × lr, then constant.
+    config = load_config("quickstart", [
+        "train.epochs=4", "train.device=cpu", "optim.lr=0.3", "optim.schedule=constant",
+        "optim.warmup_epochs=3", "optim.warmup_mode=epoch", "optim.warmup_start_factor=0.5"])
+    train(config, tmp_path / "run", progress=False)
+    lrs = [row["lr"] for row in read_log(tmp_path / "run")]
+    assert lrs == pytest.approx([0.2, 0.25, 0.3, 0.3])
+
+
+class NanAfter(torch.nn.Module):
+    """Cross-entropy that turns NaN from the ``bad``-th call on (0-based)."""
+
+    def __init__(self, bad: int) -> None:
+        super().__init__()
+        self.bad, self.calls = bad, 0
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        self.calls += 1
+        return loss * float("nan") if self.calls > self.bad else loss
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+        tmp_path, monkeypatch, capsys, progress):
+    from longtail.cli import main
+
+    config = load_config("quickstart", ["train.epochs=4", "train.device=cpu",
+                                        "train.batch_size=64", "train.log_every=1"])
+    steps = math.ceil(sum(DIGITS_LT_COUNTS) / 64)  # 473 images: 8 steps per epoch
+    loss = NanAfter(bad=steps + 2)  # NaN from the third step of epoch 2
+    monkeypatch.setattr(train_module, "build_loss", lambda *a, **k: loss)
+    run = tmp_path / "run"
+    with pytest.raises(train_module.TrainingDiverged, match=f"epoch 2, step 3 of {steps}") as info:
+        train(config, run, progress=progress)
+    assert "optim.lr=" in str(info.value) and "checkpoint of epoch 1 kept" in str(info.value)
+    assert load_weights(run)["epoch"] == 1  # epoch 2 was never saved
+    assert all(torch.isfinite(t).all() for t in load_weights(run)["model"].values())
+    assert [row["epoch"] for row in read_log(run)] == [1]
+    assert not (run / "eval").exists()
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["event"] == "diverged" and history[-1]["step"] == 3
+    # eval refuses the run, in one line.
+    capsys.readouterr()  # drop the progress bar's output
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite loss at epoch 2" in err[0], err
