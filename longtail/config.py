@@ -37,7 +37,8 @@ class DataConfig:
     subset_seed: int = 0  # which images the long-tailed subset keeps
     val_per_class: int = 0  # balanced validation split carved from images the subset did not keep
     test_per_class: int = 0  # digits only: balanced held-out test images per class
-    augment: str = "crop_flip"  # crop_flip | flip | none | imagenet
+    # crop_flip | crop (no flip: digits, signs, text) | flip | none | imagenet (large images)
+    augment: str = "crop_flip"
     crop_padding: int = 4
     image_size: int = 224  # large-image pipeline only
     mean: list[float] | None = None  # default: per dataset
@@ -352,8 +353,8 @@ def validate(config: Config) -> None:
          f"data.profile must be exp, step or none, got '{d.profile}'"),
         (d.dataset in DATASETS,
          f"unknown dataset '{d.dataset}' (data.dataset): {did_you_mean(d.dataset, DATASETS)}"),
-        (d.augment in ("crop_flip", "flip", "none", "imagenet"),
-         f"data.augment must be crop_flip, flip, none or imagenet, got '{d.augment}'"),
+        (d.augment in ("crop_flip", "crop", "flip", "none", "imagenet"),
+         f"data.augment must be crop_flip, crop, flip, none or imagenet, got '{d.augment}'"),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
         (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),

@@ -168,3 +168,15 @@ def test_large_dataset_configs() -> None:
     assert build_optimizer(model, optim, 2048).param_groups[0]["lr"] == pytest.approx(0.8)
     assert build_optimizer(model, load_config("quickstart").optim, 4096).param_groups[0][
         "lr"] == pytest.approx(0.05)  # no lr_reference_batch: lr as given
+
+
+def test_crop_augmentation_never_flips_large_images():
+    from torchvision.transforms import v2
+
+    from longtail.data.loaders import imagenet_transforms
+
+    kinds = [type(t) for t in imagenet_transforms(True, 32, [0.5] * 3, [0.5] * 3).transforms]
+    assert v2.RandomHorizontalFlip in kinds and v2.RandomResizedCrop in kinds
+    kinds = [type(t) for t in imagenet_transforms(True, 32, [0.5] * 3, [0.5] * 3,
+                                                  flip=False).transforms]
+    assert v2.RandomHorizontalFlip not in kinds and v2.RandomResizedCrop in kinds

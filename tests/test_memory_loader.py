@@ -93,6 +93,21 @@ def test_crop_flip_gives_shifted_possibly_flipped_windows():
     assert shifted > 0 and flipped > 0 and flipped < 24
 
 
+def test_crop_only_never_flips():
+    # Asymmetric images (random pixels): a mirrored window would match only a flipped candidate.
+    padding = 2
+    images = random_images(24, h=8, w=7)
+    data = loader(images, batch_size=8, augment="crop", crop_padding=padding, seed=3)
+    shifted = 0
+    for x, y in data:
+        for sample, index in zip(to_uint8(x), y.tolist()):
+            candidates = candidate_windows(images[index], padding)
+            matches = [k for k, cand in enumerate(candidates) if torch.equal(sample, cand)]
+            assert matches and all(k % 2 == 0 for k in matches), index  # unflipped windows only
+            shifted += all(k // 2 != 12 for k in matches)  # 12: dy = dx = 2, no shift
+    assert shifted > 0
+
+
 def test_flip_only():
     images = random_images(16)
     data = loader(images, batch_size=16, augment="flip", seed=1)

@@ -152,7 +152,7 @@ def make_loader(data: DataBundle, part: str, cfg: DataConfig, batch_size: int,
 
     return DeviceLoader(images, batch_size, train, device, cfg.image_size, data.mean, data.std,
                         cfg.num_workers, sampler, seed, channels_last,
-                        augment=cfg.augment != "none")
+                        augment=cfg.augment)
 
 
 __all__ += ["create_sampler", "shot_group"]

@@ -15,15 +15,16 @@ from longtail.data.samplers import InstanceSampler, TorchSampler
 from longtail.data.sources import DataError, ImageSet, _decode
 
 
-def imagenet_transforms(train: bool, image_size: int, mean: list[float], std: list[float]):
-    """Train: RandomResizedCrop + flip + colour jitter 0.4; test: resize 256/224·size, centre crop
-    (methods.md §8)."""
+def imagenet_transforms(train: bool, image_size: int, mean: list[float], std: list[float],
+                        flip: bool = True):
+    """Train: RandomResizedCrop + flip (unless ``flip`` is false: ``data.augment: crop``) +
+    colour jitter 0.4; test: resize 256/224·size, centre crop (methods.md §8)."""
     from torchvision.transforms import v2
 
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if train:
-        head = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
-                v2.ColorJitter(0.4, 0.4, 0.4)]
+        head = [v2.RandomResizedCrop(image_size, antialias=True),
+                *([v2.RandomHorizontalFlip()] if flip else []), v2.ColorJitter(0.4, 0.4, 0.4)]
     else:
         head = [v2.Resize(int(round(image_size * 256 / 224)), antialias=True),
                 v2.CenterCrop(image_size)]
@@ -56,10 +57,11 @@ class DeviceLoader:
     def __init__(self, images: ImageSet, batch_size: int, train: bool, device: torch.device,
                  image_size: int, mean: list[float], std: list[float], num_workers: int = 4,
                  sampler: object | None = None, seed: int = 0, channels_last: bool = False,
-                 augment: bool = True) -> None:
+                 augment: str = "imagenet") -> None:
         self.device = device
         self.channels_last = channels_last
-        transform = imagenet_transforms(train and augment, image_size, mean, std)
+        transform = imagenet_transforms(train and augment != "none", image_size, mean, std,
+                                        flip=augment != "crop")
         self.sampler = TorchSampler(sampler or InstanceSampler(images.labels, 0), seed) if train \
             else None
         order = self.sampler if train else dist.eval_positions(len(images)).tolist()

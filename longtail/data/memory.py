@@ -76,20 +76,21 @@ class InMemoryLoader:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start: start + self.batch_size]
             batch = self.images[idx]
-            if self.augment in ("crop_flip", "flip"):
+            if self.augment in ("crop_flip", "crop", "flip"):
                 batch = self._augment(batch, generator)
             yield self._to_float(batch), self.labels[idx]
 
     def _augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crop with zero padding (as torchvision's RandomCrop(padding=p)) and horizontal
-        flip, for the whole batch in a few tensor ops. ``batch`` is uint8 (B, H, W, C)."""
+        """Random crop with zero padding (as torchvision's RandomCrop(padding=p)) and/or
+        horizontal flip (``crop``: no flip, for images whose meaning a mirror changes: digits,
+        signs, text), for the whole batch in a few tensor ops. ``batch`` is uint8 (B, H, W, C)."""
         b, h, w, _ = batch.shape
         # Under torchrun this batch holds positions rank::world of the global batch (a
         # distributed.ShardedSampler): draw for the whole global batch and keep those rows, so the
         # crops equal a one-process run's and no two processes repeat the same draws.
         rank, world = getattr(self.sampler, "shard", (0, 1))
         n = b * world
-        if self.augment == "crop_flip" and self.crop_padding > 0:
+        if self.augment in ("crop_flip", "crop") and self.crop_padding > 0:
             p = self.crop_padding
             padded = torch.nn.functional.pad(batch, (0, 0, p, p, p, p))
             dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)[rank::world].to(self.device)
@@ -97,6 +98,8 @@ class InMemoryLoader:
             rows = (dy[:, None] + torch.arange(h, device=self.device))[:, :, None]
             cols = (dx[:, None] + torch.arange(w, device=self.device))[:, None, :]
             batch = padded[torch.arange(b, device=self.device)[:, None, None], rows, cols]
+        if self.augment == "crop":
+            return batch
         flip = (torch.rand(n, generator=generator) < 0.5)[rank::world].to(self.device)
         return torch.where(flip[:, None, None, None], batch.flip(2), batch)
 
