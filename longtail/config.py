@@ -32,7 +32,9 @@ class DataConfig:
     download: bool = False  # cifar only: fetch the python batches when missing
     profile: str = "exp"  # exp | step | none (keep the source as it is)
     imbalance_ratio: float = 10.0  # n_max / n_min
-    max_per_class: int | None = None  # n_max; default: the largest class of the source
+    # n_max; default: the largest the profile allows given every class's images (classes
+    # take the profile's counts in the order of their image counts, largest first)
+    max_per_class: int | None = None
     step_fraction: float = 0.5  # step profile: fraction of classes that keep n_max
     subset_seed: int = 0  # which images the long-tailed subset keeps
     val_per_class: int = 0  # balanced validation split carved from images the subset did not keep

@@ -260,6 +260,8 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
     torch.manual_seed(tcfg.seed)
     with dist.main_process_first():  # one process fills download/decode caches
         data = build_data(config.data, split)
+    if dist.is_main_process():
+        print(f"longtail: data: {data.describe()}", flush=True)
 
     in_channels = data.image_shape[0]
     model: LongTailModel = build_model(config.model, data.num_classes, in_channels).to(dev)

@@ -235,7 +235,7 @@ def test_two_processes_equal_one_process(tmp_path: Path, monkeypatch: pytest.Mon
     assert torch.allclose(out_one["logits"], out_two["logits"], atol=1e-4)
     metrics = json.loads((tmp_path / "two/eval/test_metrics.json").read_text())
     assert metrics["num_samples"] == 500
-    assert metrics["top1"] > 40  # it learned something (chance: 10)
+    assert metrics["top1"] > 20  # it learned something (chance: 10)
     assert abs(metrics["top1"] - single["top1"]) <= 0.2  # at most one near-tie flips
     # Evaluation during training (eval_every) is gathered too.
     rows = [json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[0])

@@ -100,16 +100,17 @@ def test_split_is_seeded():
 
 
 def test_split_counts_validation_and_disjointness():
-    # Class sizes 30, 25, 40; val 5 per class -> n_max defaults to min(30, 25, 40) - 5 = 20,
-    # and ratio 4 over 3 classes gives 20 · 4^(-i/2) = 20, 10, 5.
+    # Class sizes 30, 25, 40; val 5 per class. Ranked by size: class 2 (40), 0 (30), 1 (25).
+    # Ratio 4 over 3 classes: shares 1, 1/2, 1/4, so n_max = min(40 - 5, (30 - 5)·2,
+    # (25 - 5)·4) = 35, and the counts by rank are 35, 17 (17.5), 8 (8.75).
     shuffle = torch.randperm(95, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0] * 30 + [1] * 25 + [2] * 40)[shuffle]
     split = make_split(labels, 3, "exp", 4, val_per_class=5, seed=0)
-    assert split.counts == [20, 10, 5]
-    assert per_class(labels, split.train, 3) == [20, 10, 5]
+    assert split.counts == [17, 8, 35]
+    assert per_class(labels, split.train, 3) == [17, 8, 35]
     assert per_class(labels, split.val, 3) == [5, 5, 5]  # balanced
     train, val = set(split.train.tolist()), set(split.val.tolist())
-    assert len(train) == 35 and len(val) == 15  # no repeats
+    assert len(train) == 60 and len(val) == 15  # no repeats
     assert not train & val  # validation comes from images the subset did not keep
     assert torch.equal(split.train, split.train.sort().values)
     assert torch.equal(split.val, split.val.sort().values)
@@ -119,6 +120,20 @@ def test_max_per_class_default_without_validation():
     labels = torch.tensor([0] * 12 + [1] * 9 + [2] * 30)
     split = make_split(labels, 3, "exp", 1)  # ratio 1: everything at n_max = smallest class = 9
     assert split.counts == [9, 9, 9]
+
+
+def test_an_already_long_tailed_source_keeps_its_order_and_most_of_its_images():
+    # A traffic-sign-like source: class sizes 21, 225, 60, 100 in folder order. Ranked by
+    # size: 1 (225), 3 (100), 2 (60), 0 (21). Ratio 10 over 4 classes: shares 10^(-k/3) =
+    # 1, 0.4642, 0.2154, 0.1; n_max = min(225, 100/0.4642 = 215.4, 60/0.2154 = 278.5,
+    # 21/0.1 = 210) = 210 -> by rank 210, 97 (97.48), 45 (45.24), 21.
+    labels = torch.tensor([0] * 21 + [1] * 225 + [2] * 60 + [3] * 100)
+    split = make_split(labels, 4, "exp", 10, seed=0)
+    assert split.counts == [21, 210, 45, 97]
+    assert per_class(labels, split.train, 4) == [21, 210, 45, 97]
+    # Step profile, half the classes at n_max: n_max = min(225, 100, 60·10, 21·10) = 100.
+    split = make_split(labels, 4, "step", 10, step_fraction=0.5, seed=0)
+    assert split.counts == [10, 100, 10, 100]
 
 
 def test_max_per_class_given_and_step_profile():

@@ -19,10 +19,12 @@ from longtail.config import OptimConfig, from_dict, load_config
 from longtail.models import build_model
 from longtail.train import RunExistsError, lr_factor, train
 
-# Digits-LT (quickstart.yaml): the smallest digit class (8, 174 images) minus 50 test and 10
-# validation images gives n_max = 114; ratio 10 over 10 classes: 114 · 10^(-i/9) =
-# 114, 88.3, 68.3, 52.9, 41.0, 31.7, 24.6, 19.0, 14.7, 11.4, floored.
-DIGITS_LT_COUNTS = [114, 88, 68, 52, 40, 31, 24, 19, 14, 11]
+# Digits-LT (quickstart.yaml): sklearn's digits have 178, 182, 177, 183, 181, 182, 181, 179,
+# 174, 180 images of 0..9; minus 50 test images each, ranked by size: 3 (133), 1, 5 (132), 4, 6
+# (131), 9 (130), 7 (129), 0 (128), 2 (127), 8 (124). With 10 validation images per class the
+# largest n_max that fits is 133 - 10 = 123 (rank 0 binds), and ratio 10 gives by rank
+# 123 · 10^(-k/9) = 123, 95.2, 73.7, 57.1, 44.2, 34.2, 26.5, 20.5, 15.9, 12.3, floored.
+DIGITS_LT_COUNTS = [20, 95, 15, 123, 57, 73, 44, 26, 12, 34]
 TIMING_KEYS = {"epoch_seconds", "images_per_second"}
 
 
@@ -105,7 +107,9 @@ def test_evaluation_files(tiny_run):
     with open(run_dir / "eval" / "test_per_class.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["train_count"]) for r in rows] == DIGITS_LT_COUNTS
-    assert [r["group"] for r in rows] == ["many"] + ["medium"] * 6 + ["few"] * 3
+    # many > 100, medium 20..100, few < 20 (methods.md §2)
+    assert [r["group"] for r in rows] == ["medium", "medium", "few", "many", "medium", "medium",
+                                          "medium", "medium", "few", "medium"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -346,7 +350,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
     config = load_config("quickstart", ["train.epochs=4", "train.device=cpu",
                                         "train.batch_size=64", "train.log_every=1"])
-    steps = math.ceil(sum(DIGITS_LT_COUNTS) / 64)  # 473 images: 8 steps per epoch
+    steps = math.ceil(sum(DIGITS_LT_COUNTS) / 64)  # 499 images: 8 steps per epoch
     loss = NanAfter(bad=steps + 2)  # NaN from the third step of epoch 2
     monkeypatch.setattr(train_module, "build_loss", lambda *a, **k: loss)
     run = tmp_path / "run"
@@ -364,3 +368,13 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "non-finite loss at epoch 2" in err[0], err
+
+
+def test_the_data_line_says_what_each_split_keeps():
+    from longtail.data import build_data
+
+    data = build_data(load_config("quickstart").data)
+    # 1,797 digits minus 500 test = 1,297 in the pool; 499 train (DIGITS_LT_COUNTS), 100 val.
+    assert sum(DIGITS_LT_COUNTS) == 499
+    assert data.describe() == ("training 499 of 1,297 images (10 classes, 123 to 12 per class, "
+                               "ratio 10.2), validation 100, test 500")

@@ -46,6 +46,15 @@ class DataBundle:
     split: LongTailSplit
     mean: list[float]
     std: list[float]
+    pool_size: int = 0  # training images the source had before the long-tailed subset
+
+    def describe(self) -> str:
+        """One line: how many images each split keeps, out of how many."""
+        counts = self.split.counts
+        val = f"validation {len(self.val):,}" if self.val is not None else "no validation split"
+        return (f"training {len(self.train):,} of {self.pool_size:,} images ({len(counts)} "
+                f"classes, {max(counts):,} to {min(counts):,} per class, ratio "
+                f"{max(counts) / min(counts):.1f}), {val}, test {len(self.test):,}")
 
     @property
     def num_classes(self) -> int:
@@ -134,7 +143,7 @@ def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundl
                                                   else None)
     mean, std = DEFAULT_STATS[cfg.dataset]
     return DataBundle(train=train, val=val, test=test, split=split,
-                      mean=cfg.mean or mean, std=cfg.std or std)
+                      mean=cfg.mean or mean, std=cfg.std or std, pool_size=len(pool))
 
 
 def make_loader(data: DataBundle, part: str, cfg: DataConfig, batch_size: int,

@@ -50,6 +50,31 @@ class LongTailSplit:
                    val=torch.tensor(d["val"], dtype=torch.int64), counts=list(d["counts"]))
 
 
+def class_ranks(available: list[int]) -> list[int]:
+    """Rank of each class when ordered by available images, largest first (ties: lower index
+    first), so a balanced source keeps its order (class 0 the largest, as in CIFAR-LT) and an
+    already long-tailed source gives its biggest class the biggest share, never the reverse."""
+    order = sorted(range(len(available)), key=lambda c: (-available[c], c))
+    ranks = [0] * len(available)
+    for rank, c in enumerate(order):
+        ranks[c] = rank
+    return ranks
+
+
+def largest_max_per_class(available: list[int], profile: str, ratio: float, step_fraction: float,
+                          val_per_class: int) -> int:
+    """The largest ``n_max`` whose profile fits every class (train + validation within what the
+    class has), with classes ranked by ``class_ranks``. For equal class sizes: size − val."""
+    ranked = sorted(available, reverse=True)
+    c = len(ranked)
+    if profile == "exp":
+        shares = [ratio ** (-k / (c - 1)) if c > 1 else 1.0 for k in range(c)]
+    else:  # step
+        head = int(round(step_fraction * c))
+        shares = [1.0] * head + [1.0 / ratio] * (c - head)
+    return min(math.floor((n - val_per_class) / share + 1e-9) for n, share in zip(ranked, shares))
+
+
 def make_split(
     labels: torch.Tensor,
     num_classes: int,
@@ -62,20 +87,25 @@ def make_split(
 ) -> LongTailSplit:
     """Choose which images train (the long-tailed subset) and which validate (balanced).
 
-    ``max_per_class`` defaults to the smallest class's size minus ``val_per_class``, so that every
-    class can give its validation images from what the subset left; with no validation split and
-    equal class sizes this gives the standard counts (CIFAR-10-LT r=100: 12,406 images).
+    Classes take the profile's counts in the order of their available images (``class_ranks``).
+    ``max_per_class`` defaults to the largest ``n_max`` that every class can supply together
+    with its ``val_per_class`` validation images; for equal class sizes that is the size minus
+    ``val_per_class`` (CIFAR-10-LT r=100 without validation: the standard 12,406 images).
     ``profile='none'`` keeps every image (the source is already long-tailed)."""
     available = torch.bincount(labels, minlength=num_classes).tolist()
     for c, n in enumerate(available):
         if n == 0:
             raise DataError(f"class {c} has no training images")
-    if max_per_class is None:
-        max_per_class = min(available) - val_per_class if profile != "none" else max(available)
-    if profile == "exp":
-        counts = exponential_counts(num_classes, max_per_class, ratio)
-    elif profile == "step":
-        counts = step_counts(num_classes, max_per_class, ratio, step_fraction)
+    if ratio < 1:
+        raise DataError(f"imbalance ratio must be >= 1, got {ratio}")
+    ranks = class_ranks(available)
+    if profile in ("exp", "step"):
+        if max_per_class is None:
+            max_per_class = largest_max_per_class(available, profile, ratio, step_fraction,
+                                                  val_per_class)
+        by_rank = (exponential_counts(num_classes, max_per_class, ratio) if profile == "exp"
+                   else step_counts(num_classes, max_per_class, ratio, step_fraction))
+        counts = [by_rank[ranks[c]] for c in range(num_classes)]
     elif profile == "none":
         counts = [n - val_per_class for n in available]
     else:
