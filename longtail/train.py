@@ -7,6 +7,7 @@ The loop knows nothing about methods: a loss, head or sampler that wants the epo
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import socket
@@ -147,8 +148,6 @@ def apply_extension(config: Config, extend: dict[str, Any]) -> Config:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= config.train.epochs:
         raise ConfigError(f"--extend train.epochs={epochs}: must be an integer above the run's "
                           f"{config.train.epochs} epochs")
-    import copy
-
     extended = copy.deepcopy(config)
     extended.train.epochs = epochs
     return extended
@@ -247,21 +246,33 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"--resume: '{run_dir}' is not a run directory (no "
                                     "config.yaml)")
-        changed = differences(config, load_run_config(run_dir))
+        saved = load_run_config(run_dir)
+        if config.data.mean is None and config.data.std is None:
+            # Statistics the run computed and recorded are derived, not chosen: not a change.
+            config = copy.deepcopy(config)
+            config.data.mean, config.data.std = saved.data.mean, saved.data.std
+        changed = differences(config, saved)
         if changed:
             raise ConfigError(f"--resume: this config differs from the run's config.yaml in "
                               f"{', '.join(changed)}; resume with the run's own config (or "
                               "extend it with --extend train.epochs=N)")
         split = load_split(run_dir)
-    extended = apply_extension(config, extend) if extend else config
-    tcfg = extended.train
-    dev = dist.local_device(resolve_device(device or tcfg.device))
-    amp = autocast_dtype(tcfg.precision)
-    torch.manual_seed(tcfg.seed)
+    if extend:
+        apply_extension(config, extend)  # a bad --extend fails before any work
+    dev = dist.local_device(resolve_device(device or config.train.device))
+    amp = autocast_dtype(config.train.precision)
+    torch.manual_seed(config.train.seed)
     with dist.main_process_first():  # one process fills download/decode caches
         data = build_data(config.data, split)
     if dist.is_main_process():
         print(f"longtail: data: {data.describe()}", flush=True)
+    if config.data.mean is None and config.data.std is None:
+        # The statistics used (computed on this run's training split for the user's own images)
+        # are recorded in config.yaml, so eval, sweeps and a resume normalise as training did.
+        config = copy.deepcopy(config)
+        config.data.mean, config.data.std = list(data.mean), list(data.std)
+    extended = apply_extension(config, extend) if extend else config
+    tcfg = extended.train
 
     in_channels = data.image_shape[0]
     model: LongTailModel = build_model(config.model, data.num_classes, in_channels).to(dev)

@@ -421,3 +421,34 @@ def test_real_cifar10_jpeg_folder():
     assert test.class_counts().tolist() == [1000] * 10
     images = decode_images([train.paths[0], train.paths[-1], test.paths[0]])
     assert tuple(images.shape) == (3, 32, 32, 3)
+
+
+def test_channel_stats_by_hand():
+    from longtail.data import channel_stats
+
+    # Two flat images: red 0 and 255 (mean 0.5, std 0.5), green 255 in both (mean 1, std 0,
+    # floored at 1e-4 so normalising never divides by 0), blue 51 = 0.2 in both.
+    images = torch.zeros(2, 3, 4, 3, dtype=torch.uint8)
+    images[1, ..., 0] = 255
+    images[..., 1] = 255
+    images[..., 2] = 51
+    assert channel_stats(images) == ([0.5, 1.0, 0.2], [0.5, 0.0001, 0.0001])
+
+
+def test_a_folder_run_normalises_with_its_own_statistics(image_tree, tmp_path):
+    import yaml
+
+    from longtail.config import load_config
+    from longtail.data import build_data, channel_stats
+    from longtail.train import train
+
+    overrides = ["data.dataset=folder", f"data.root={image_tree}", "data.profile=none",
+                 f"data.cache_dir={tmp_path / 'cache'}", "model.backbone=small_cnn",
+                 "train.epochs=1", "train.device=cpu", "data.val_per_class=0"]
+    config = load_config("quickstart", overrides)
+    data = build_data(config.data)
+    expected = channel_stats(data.train.images)
+    assert (data.mean, data.std) == expected and data.mean != [0.485, 0.456, 0.406]
+    train(config, tmp_path / "run", progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    assert (saved["mean"], saved["std"]) == (list(expected[0]), list(expected[1]))

@@ -59,7 +59,9 @@ def test_run_directory_contents(tiny_run):
         assert (run_dir / name).is_file(), name
 
     config = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    assert config == load_config("quickstart", TINY_OVERRIDES)
+    # The resolved config, with the normalisation it used written out (digits: 0.3 / 0.4).
+    assert config == load_config("quickstart", [*TINY_OVERRIDES, "data.mean=[0.3]",
+                                                "data.std=[0.4]"])
 
     rows = read_log(run_dir)
     assert [row["epoch"] for row in rows] == [1, 2]

@@ -132,6 +132,7 @@ def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundl
     """Read the sources and apply the long-tailed split (a given ``split`` is reused as is, e.g.
     from a run directory, so a resumed or re-evaluated run sees exactly the same images)."""
     pool, test, given_val = _read_sources(cfg, cfg.subset_seed)
+    new_split = split is None
     if split is None:
         split = make_split(pool.labels, pool.num_classes, cfg.profile, cfg.imbalance_ratio,
                            cfg.max_per_class, cfg.step_fraction,
@@ -142,8 +143,31 @@ def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundl
     val = given_val if given_val is not None else (pool.subset(split.val) if len(split.val)
                                                   else None)
     mean, std = DEFAULT_STATS[cfg.dataset]
+    # A new run on the user's own (in-memory) images normalises with their statistics, not
+    # CIFAR's or ImageNet's; the trainer records them in config.yaml. A saved run without them
+    # (made before they were recorded) keeps the defaults it was trained with.
+    if new_split and cfg.mean is None and cfg.std is None and \
+            cfg.dataset in ("folder", "list") and train.images is not None:
+        mean, std = channel_stats(train.images)
     return DataBundle(train=train, val=val, test=test, split=split,
                       mean=cfg.mean or mean, std=cfg.std or std, pool_size=len(pool))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] of uint8 images (N, H, W, C), rounded to 4 digits (they
+    are recorded in the run's config.yaml). Accumulated in float64 over chunks: exact enough, and
+    no float copy of the whole set."""
+    c = images.shape[-1]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    for chunk in images.split(4096):
+        x = chunk.reshape(-1, c).to(torch.float64) / 255.0
+        total += x.sum(0)
+        squares += (x * x).sum(0)
+    n = images.numel() // c
+    mean = total / n
+    std = (squares / n - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(v, 4) for v in mean.tolist()], [round(max(v, 1e-4), 4) for v in std.tolist()]
 
 
 def make_loader(data: DataBundle, part: str, cfg: DataConfig, batch_size: int,
