@@ -114,3 +114,15 @@ def test_method_config_applies_seed_ratio_root_and_user_overrides() -> None:
                            overrides=["train.epochs=1"])
     assert (config.train.seed, config.data.imbalance_ratio, config.data.root,
             config.train.epochs, config.name) == (3, 10, "/data/c10", 1, method.key)
+
+
+def test_paper_numbers_beside_our_rows() -> None:
+    from longtail.bench import paper_cell
+
+    # LA reports balanced error (Table 3: ERM 27.16 on CIFAR-10-LT r=100): top-1 = 100 - 27.16.
+    assert paper_cell("cifar10_lt", "Baseline (linear, CE)", 100) == "72.84 (LA Table 3, ERM)"
+    assert paper_cell("cifar10_lt", "Baseline (linear, CE)", 50) == ""  # not published
+    assert paper_cell("cifar10_lt", "De-confound-TDE, α=1 (paper's CIFAR-10 value)", 10) == \
+        "88.5 (TDE Table)"
+    assert paper_cell("cifar10_lt", "cRT (decoupling)", 100) == ""
+    assert paper_cell("digits_lt", "Baseline (linear, CE)", None) == ""
