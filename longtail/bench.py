@@ -320,7 +320,8 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
     table = collect(suite_name, run_base, seeds, methods)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "configs").mkdir(exist_ok=True)
-    seconds = {}
+    seconds: dict[str, float] = {}
+    curves: dict[str, list[tuple[int, float]]] = {}  # test top-1 during training (eval_every)
     in_table = {entry["run"] for entry in table}
     for method in SUITES[suite_name].methods:
         if method.key not in in_table:
@@ -333,6 +334,10 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
         if (d / "metrics.jsonl").exists():
             lines = (d / "metrics.jsonl").read_text().splitlines()
             seconds[method.key] = sum(json.loads(x).get("epoch_seconds", 0.0) for x in lines if x)
+            curve = [(r["epoch"], r["test_top1"]) for r in map(json.loads, filter(None, lines))
+                     if r.get("test_top1") is not None]
+            if curve:
+                curves[method.key] = curve
     with open(out_dir / "results.csv", "w", newline="") as f:
         fields = ["label", "run", "knob", "values", "seeds"]
         fields += [c for col in COLUMNS for c in (col, f"{col}_std")]
@@ -396,6 +401,27 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
                   "**not measured here**), top-1 at this ratio:", "",
                   "| method (paper) | top-1 |", "|---|---|"]
         lines += [f"| {name} | {vals[which]:.1f} |" for name, vals in paper.items()]
+    if curves:
+        lines += ["", "Test top-1 during training (`train.eval_every`, with the run's own "
+                  "inference: TDE at the head's α) is in `curves.md`. The best of those epochs "
+                  "is what a protocol that selects the epoch on the test set (the TDE authors' "
+                  "code does) would report; **shown for comparison only, never used here**:", ""]
+        lines += [f"- {key}: best {max(v for _, v in c):.2f} at epoch "
+                  f"{max(c, key=lambda ev: ev[1])[0]} (last evaluated {c[-1][1]:.2f} at epoch "
+                  f"{c[-1][0]})" for key, c in curves.items()]
+        write_curves(curves, out_dir / "curves.md", seeds[0])
     path = out_dir / "results.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_curves(curves: dict[str, list[tuple[int, float]]], path: Path, seed: int) -> None:
+    """One markdown table: test top-1 at each evaluated epoch, a column per trained method."""
+    epochs = sorted({e for c in curves.values() for e, _ in c})
+    by_key = {k: dict(c) for k, c in curves.items()}
+    lines = [f"# Test top-1 during training (seed {seed})", "",
+             "| epoch | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+    for epoch in epochs:
+        cells = [f"{by_key[k][epoch]:.2f}" if epoch in by_key[k] else "" for k in curves]
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")

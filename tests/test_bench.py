@@ -35,6 +35,9 @@ def test_digits_suite_subset_writes_table_and_skips_finished_runs(tmp_path: Path
     assert (out / "command.txt").exists()
     assert (out / "sweeps" / "deconfound" / "alpha.json").exists()
 
+    # With train.eval_every the table points at curves.md: test top-1 during training.
+    assert "curves.md" not in table  # FAST does not evaluate during training
+
     capsys.readouterr()
     run_suite("digits_lt", "cpu", [0], runs_root=str(runs), methods=methods,
               results_root=str(results), overrides=FAST)
@@ -126,3 +129,20 @@ def test_paper_numbers_beside_our_rows() -> None:
         "88.5 (TDE Table)"
     assert paper_cell("cifar10_lt", "cRT (decoupling)", 100) == ""
     assert paper_cell("digits_lt", "Baseline (linear, CE)", None) == ""
+
+
+def test_curves_during_training_are_tabulated(tmp_path: Path) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    out = run_suite("digits_lt", "cpu", [0], runs_root=str(runs), methods=["baseline"],
+                    results_root=str(results),
+                    overrides=["train.epochs=3", "train.device=cpu", "train.eval_every=1"])
+    table = (out / "results.md").read_text()
+    rows = [line for line in (runs / "digits_lt_cpu" / "baseline" / "seed0" /
+                              "metrics.jsonl").read_text().splitlines()]
+    import json
+
+    tops = [json.loads(r)["test_top1"] for r in rows[:2]]  # epochs 1, 2 (3 is the final eval)
+    assert "- baseline: best " + f"{max(tops):.2f}" in table
+    curves = (out / "curves.md").read_text().splitlines()
+    assert curves[2] == "| epoch | baseline |"
+    assert curves[4:] == [f"| 1 | {tops[0]:.2f} |", f"| 2 | {tops[1]:.2f} |"]
