@@ -1,4 +1,5 @@
-"""Command line: ``longtail train | eval | sweep | synthetic | bench | report``."""
+"""Command line: ``longtail train | eval | sweep | predict | export | synthetic | bench |
+report``."""
 
 from __future__ import annotations
 
@@ -302,6 +303,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which images are picked")
     p.set_defaults(func=_explain)
 
+    p = sub.add_parser("predict", help="classify image files with a trained run (TDE at the "
+                       "run's α for causal heads); needs only the run directory",
+                       epilog="examples:\n  longtail predict runs/tde photo.png photos/ --topk 3\n"
+                       "  longtail predict runs/ce photos/ --logit-adjust --format csv > out.csv",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files, or folders scanned recursively for image files")
+    p.add_argument("--alpha", type=float, help="TDE strength α (causal heads; default: the run's)")
+    p.add_argument("--topk", type=int, default=1, help="classes shown per image (default 1)")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"],
+                   help="table (markdown), csv or json, to stdout (default: table)")
+    p.add_argument("--logit-adjust", action="store_true",
+                   help="subtract τ·log(class prior) with the τ that `longtail sweep --method "
+                   "logit_adjust` selected for the run")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="write a run's model as ONNX or TorchScript, with "
+                       "preprocess.json (input size, mean/std, classes, α)",
+                       epilog="examples:\n  longtail export runs/tde --format onnx\n"
+                       "  longtail export runs/ce --format torchscript --out model.pt",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"],
+                   help="onnx (needs pip install 'longtail[export]') or torchscript")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="output file (default: RUN_DIR/export/model.onnx or model.pt)")
+    p.add_argument("--alpha", type=float,
+                   help="TDE strength baked into the graph (causal heads; default: the run's)")
+    p.set_defaults(func=_export)
+
     p = sub.add_parser("speed", help="training/evaluation throughput on this machine: "
                        "model-only ceiling vs end-to-end epoch, plain vs TDE inference")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto)")
@@ -337,6 +370,48 @@ def _explain(args: argparse.Namespace) -> None:
         groups = ", ".join(f"{g} {v['focus_area']:.3f}" for g, v in run["groups"].items())
         print(f"{run['name']}: focus area {groups}")
     print(f"written to {args.out} (gradcam.png, explain.md, explain.json)")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from longtail.predict import find_images, format_predictions, load_run
+
+    _check_run_dir(args.run_dir)
+    predictor = load_run(args.run_dir, device=args.device, alpha=args.alpha,
+                         logit_adjust=args.logit_adjust)
+    results = predictor.predict(find_images(args.images), topk=args.topk)
+    about = {"run": str(args.run_dir), "alpha": predictor.alpha, "logit_adjust_tau": predictor.tau}
+    if args.format == "table":
+        notes = [f"α = {predictor.alpha:g}" if predictor.alpha is not None else None,
+                 f"logit adjustment τ = {predictor.tau:g}" if predictor.tau is not None else None]
+        notes = [n for n in notes if n]
+        print(f"{args.run_dir}: {len(results)} images" + (f" ({', '.join(notes)})" if notes
+                                                          else ""))
+    print(format_predictions(results, args.format, about))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from contextlib import nullcontext
+
+    from longtail.export import export_run
+    from longtail.rundir import run_lock
+
+    _check_run_dir(args.run_dir)
+    target = args.out if args.out is not None else args.run_dir / "export"
+    # Writing inside the run (the default): one writer at a time, as eval and sweep.
+    inside = target.resolve().is_relative_to(args.run_dir.resolve())
+    with run_lock(args.run_dir, "longtail export") if inside else nullcontext():
+        info = export_run(args.run_dir, args.format, args.out, alpha=args.alpha)
+    n, c, h, w = info["input_shape"]
+    colour = "grayscale" if info["color"] == "L" else "RGB"
+    resize = (f"resize the shorter side to {info['resize_shorter_side']}, centre-crop "
+              f"{info['center_crop'][1]}×{info['center_crop'][0]}, " if
+              info["resize_shorter_side"] else "")
+    logits = (f"TDE logits at α = {info['alpha']:g}" if info["alpha"] is not None else "logits")
+    print(f"wrote {info['path']} ({args.format})")
+    print(f"input 'images': float32 ({n}, {c}, {h}, {w}), any N: {colour} {w}×{h} images, "
+          f"{resize}(pixel / 255 - mean) / std with mean {info['mean']}, std {info['std']}")
+    print(f"output 'logits': ({n}, {len(info['classes'])}), {logits}; argmax is the class")
+    print(f"preprocessing and class names: {info['preprocess']}")
 
 
 def _report(args: argparse.Namespace) -> None:

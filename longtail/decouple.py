@@ -383,8 +383,8 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
         MetricsLog,
         autocast_dtype,
         evaluate_run,
-        load_run,
         resolve_device,
+        restore_run,
     )
 
     check_stage2(config.stage2)
@@ -400,7 +400,7 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
     if run_dir.resolve() == init_dir:
         raise ValueError("stage 2 must write a new run directory, not the --init one: pass --out")
     dev = resolve_device(device or config.train.device)
-    stage1, model, data = load_run(init_dir, dev)
+    stage1, model, data = restore_run(init_dir, dev)
     _check_finished(init_dir, stage1)
     _check_applicable(config.stage2, model, data)
     changed = _differences(config.data, stage1.data, "data") + [

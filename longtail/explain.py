@@ -231,12 +231,12 @@ class ExplainedRun:
 
 def load_explained_run(run_dir: str | Path, name: str, alpha: float | None,
                        layer: list[str] | None) -> ExplainedRun:
-    from longtail.train import load_run
+    from longtail.train import restore_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ExplainError(f"'{run_dir}' is not a run directory (no config.yaml)")
-    config, model, data = load_run(run_dir, torch.device("cpu"))
+    config, model, data = restore_run(run_dir, torch.device("cpu"))
     run_alpha = None
     if hasattr(model.head, "alpha"):
         run_alpha = alpha if alpha is not None else (

@@ -29,7 +29,7 @@ LOCK = ".longtail.lock"
 # What a run directory written before the marker existed may contain; anything else means the
 # folder holds something that is not ours, and --overwrite refuses it.
 RUN_ENTRIES = {MARKER, LOCK, "config.yaml", "split.json", "metrics.jsonl", "history.jsonl",
-               "tensorboard", "checkpoints", "eval", "sweeps"}
+               "tensorboard", "checkpoints", "eval", "sweeps", "export"}
 
 
 class RunExistsError(FileExistsError):

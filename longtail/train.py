@@ -45,7 +45,7 @@ from longtail.models import LongTailModel, build_model
 from longtail.registry import BACKBONES, HEADS, LOSSES, SAMPLERS
 from longtail.rundir import RunExistsError, check_run_name, open_run_dir
 
-__all__ = ["RunExistsError", "TrainingDiverged", "evaluate_run", "load_run", "train"]
+__all__ = ["RunExistsError", "TrainingDiverged", "evaluate_run", "restore_run", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -302,8 +302,10 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
         if dist.is_main_process():
             if not resume:
                 save_config(config, run_dir / "config.yaml")
+                # image_shape: what the model takes, so predict/export need no training data.
                 write_json({"seed": config.data.subset_seed, "classes": data.train.classes,
-                            **data.split.to_dict()}, run_dir / "split.json")
+                            "image_shape": list(data.image_shape), **data.split.to_dict()},
+                           run_dir / "split.json")
                 record_history(run_dir, "start", epochs=tcfg.epochs)
             else:
                 done = state["epoch"] if state is not None else 0
@@ -454,7 +456,7 @@ def evaluate_model(model: LongTailModel, data: DataBundle, config: Config, dev: 
     return compute_metrics(outputs["logits"].argmax(1), outputs["labels"], data.split.counts)
 
 
-def load_run(run_dir: Path, device: torch.device) -> tuple[Config, LongTailModel, DataBundle]:
+def restore_run(run_dir: Path, device: torch.device) -> tuple[Config, LongTailModel, DataBundle]:
     """Config, trained model and the exact data split of a run directory."""
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
@@ -484,7 +486,7 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
             "with a lower optim.lr")
     if model is None or data is None or config is None:
         dev = resolve_device(device or "auto")
-        config, model, data = load_run(run_dir, dev)
+        config, model, data = restore_run(run_dir, dev)
     else:
         dev = next(model.parameters()).device
     alpha = alpha if alpha is not None else config.eval.alpha

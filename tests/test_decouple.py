@@ -19,7 +19,7 @@ from longtail.decouple import TAU_GRID, LWSHead, NCMHead, choose_tau, train_stag
 from longtail.evaluate import collect_outputs
 from longtail.models import build_model
 from longtail.models.heads import LinearHead
-from longtail.train import RunExistsError, load_run, train
+from longtail.train import RunExistsError, restore_run, train
 
 # A small backbone keeps every stage-2 run around a second on a shared CPU.
 SMALL = ["model.backbone_args={width: 8, out_features: 16}", "train.batch_size=64"]
@@ -184,7 +184,7 @@ def test_stage2_run(stage1: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
         assert f"stage 2: {message}" in out
 
     # The saved model rebuilds from the saved config and reproduces the saved test logits.
-    config, model, data = load_run(run_dir, torch.device("cpu"))
+    config, model, data = restore_run(run_dir, torch.device("cpu"))
     if method == "lws":
         assert not torch.equal(model.head.scales.detach(), torch.ones(data.num_classes))
         assert saved["model"]["head_args"] == {"bias": True, "scale_bias": True}
@@ -202,7 +202,7 @@ def test_lws_unscaled_bias_form_is_recorded(stage1: Path, tmp_path: Path) -> Non
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["head_args"] == {"bias": True, "scale_bias": False}
     assert saved["stage2"]["lws_scale_bias"] is False
-    _, model, _ = load_run(run_dir, torch.device("cpu"))
+    _, model, _ = restore_run(run_dir, torch.device("cpu"))
     assert model.head.scale_bias is False
 
 
@@ -210,7 +210,7 @@ def test_lws_unscaled_bias_form_is_recorded(stage1: Path, tmp_path: Path) -> Non
 def test_crt_with_the_class_aware_sampler_trains_max_count_times_classes(
         stage1: Path, tmp_path: Path, augment: bool) -> None:
     # Kang et al.'s epoch: max_c n_c × C draws, on both the cached-feature and per-step paths.
-    _, _, data = load_run(stage1, torch.device("cpu"))
+    _, _, data = restore_run(stage1, torch.device("cpu"))
     counts = torch.bincount(data.train.labels, minlength=data.num_classes)
     expected = int(counts.max()) * int((counts > 0).sum())
     assert expected > len(data.train.labels)  # longer than an instance epoch on a long tail
