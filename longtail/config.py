@@ -56,6 +56,11 @@ class ModelConfig:
     backbone_args: dict[str, Any] = field(default_factory=dict)
     head: str = "linear"
     head_args: dict[str, Any] = field(default_factory=dict)
+    # Weights a new run's backbone starts from: false (random) | true (the library's pretrained
+    # weights: torchvision/, timm/, resnet50, resnext50_32x4d; downloaded) | PATH (a .pt/.pth/
+    # .safetensors state dict, a longtail checkpoint or run directory). Resumes and rebuilt runs
+    # take their own checkpoint instead.
+    pretrained: bool | str = False
 
 
 @dataclass
@@ -374,6 +379,10 @@ def validate(config: Config) -> None:
         (t.precision in ("bf16", "fp16", "fp32"),
          f"train.precision must be bf16, fp16 or fp32, got '{t.precision}'"),
     ]
+    p = config.model.pretrained
+    checks.append((isinstance(p, bool) or (isinstance(p, str) and p.strip() != ""),
+                   f"model.pretrained must be true, false or the path of a weights file, "
+                   f"got {p!r}"))
     if d.max_per_class is not None:
         checks.append((d.max_per_class >= 1,
                        f"data.max_per_class must be >= 1, got {d.max_per_class}"))

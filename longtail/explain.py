@@ -48,6 +48,11 @@ def default_layers(model: nn.Module) -> list[str]:
     """The backbone's last convolutional stage: both final blocks of BBN's two-branch ResNet-32
     (their outputs are concatenated into the feature, so each carries half the evidence)."""
     backbone = model.backbone
+    if hasattr(backbone, "explain_layer"):  # torchvision/ and timm/ backbones know their stage
+        if backbone.explain_layer is None:
+            raise ExplainError(f"backbone '{backbone.name}' has no convolutional last stage "
+                               "longtail knows (a token model?): give --layer NAME")
+        return [f"backbone.{backbone.explain_layer}"]
     if hasattr(backbone, "two_branch"):  # CifarResNet
         return ["backbone.branch_a", "backbone.branch_b"] if backbone.two_branch else [
             "backbone.layer3"]

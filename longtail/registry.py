@@ -1,7 +1,8 @@
 """Name -> constructor registries, one per extension point (backbone, head, loss, sampler, profile).
 
 A config names each part of a method by a string; the registry turns the string into an object and
-fails with a "did you mean" hint when the name is unknown.
+fails with a "did you mean" hint when the name is unknown. A namespace (``timm/...``) hands the
+names under a prefix to another library's own lookup.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._namespaces: dict[str, Callable[[str], Callable[..., Any]]] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(constructor: T) -> T:
@@ -38,18 +40,52 @@ class Registry:
 
         return decorator
 
+    def register_namespace(self, prefix: str, resolve: Callable[[str], Callable[..., Any]]) -> None:
+        """Names ``prefix/<name>`` come from another library (``timm/resnet50``): too many to
+        list, so ``resolve(name)`` looks each one up and returns its constructor, or raises
+        KeyError with a hint when the library has no such name."""
+        if prefix in self._namespaces:
+            raise ValueError(f"{self.kind} namespace '{prefix}' is registered twice")
+        self._namespaces[prefix] = resolve
+
     def names(self) -> list[str]:
+        """The registered names (a namespace's names are not listed: see ``namespaces``)."""
         return sorted(self._entries)
 
+    def namespaces(self) -> list[str]:
+        return sorted(self._namespaces)
+
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return self.hint(name) is None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def hint(self, name: str) -> str | None:
+        """None when ``name`` is known; else why not, as a "did you mean" hint."""
+        prefix, slash, rest = name.partition("/")
+        if slash and prefix in self._namespaces:
+            try:
+                self._namespaces[prefix](rest)
+            except KeyError as err:
+                return str(err.args[0]) if err.args else "no such name"
+            return None
+        if name in self._entries:
+            return None
+        hint = did_you_mean(name, self.names())
+        if self._namespaces and not hint.startswith("did you mean"):
+            hint += "; or " + ", ".join(f"{p}/<name>" for p in self.namespaces())
+        return hint
+
     def get(self, name: str) -> Callable[..., Any]:
+        prefix, slash, rest = name.partition("/")
+        if slash and prefix in self._namespaces:
+            try:
+                return self._namespaces[prefix](rest)
+            except KeyError as err:
+                raise KeyError(f"unknown {self.kind} '{name}': {err.args[0]}") from None
         if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} '{name}': {did_you_mean(name, self.names())}")
+            raise KeyError(f"unknown {self.kind} '{name}': {self.hint(name)}")
         return self._entries[name]
 
     def create(self, name: str, context: dict[str, Any] | None = None, **kwargs: Any) -> Any:

@@ -42,6 +42,7 @@ from longtail.config import (
 from longtail.data import DataBundle, LongTailSplit, build_data, create_sampler, make_loader
 from longtail.evaluate import collect_outputs, compute_metrics, format_table, write_per_class_csv
 from longtail.models import LongTailModel, build_model
+from longtail.models.external import check_pretrained, load_pretrained
 from longtail.registry import BACKBONES, HEADS, LOSSES, SAMPLERS
 from longtail.rundir import RunExistsError, check_run_name, open_run_dir
 
@@ -126,17 +127,19 @@ def record_history(run_dir: Path, event: str, **details: Any) -> None:
         f.write(dumps_strict(row) + "\n")
 
 
-def check_names(config: Config) -> None:
-    """Every registry name of a config exists: caught before a run directory is touched."""
+def check_names(config: Config, pretrained: bool = True) -> None:
+    """Every registry name of a config exists (``timm/...`` and ``torchvision/...`` in their
+    library) and, with ``pretrained``, ``model.pretrained`` can be had (a resume does not need
+    it: its checkpoint has the weights): caught before a run directory is touched."""
     for registry, name, key in ((BACKBONES, config.model.backbone, "model.backbone"),
                                 (HEADS, config.model.head, "model.head"),
                                 (LOSSES, config.loss.name, "loss.name"),
                                 (SAMPLERS, config.train.sampler, "train.sampler")):
-        if name not in registry:
-            from longtail.registry import did_you_mean
-
-            raise ConfigError(f"unknown {registry.kind} '{name}' ({key}): "
-                              f"{did_you_mean(name, registry.names())}")
+        hint = registry.hint(name)
+        if hint is not None:
+            raise ConfigError(f"unknown {registry.kind} '{name}' ({key}): {hint}")
+    if pretrained:
+        check_pretrained(config.model)
 
 
 def apply_extension(config: Config, extend: dict[str, Any]) -> Config:
@@ -233,7 +236,7 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
     # Everything that can be wrong with the command is found before the run directory is
     # touched: names, the saved run on resume, data roots and files, the model's shapes.
     check_run_name(config.name)
-    check_names(config)
+    check_names(config, pretrained=not resume)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other: --resume continues "
                          f"the run in '{run_dir}', --overwrite would replace it")
@@ -275,7 +278,12 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
     tcfg = extended.train
 
     in_channels = data.image_shape[0]
-    model: LongTailModel = build_model(config.model, data.num_classes, in_channels).to(dev)
+    model: LongTailModel = build_model(config.model, data.num_classes, in_channels)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if not (resume and ckpt_path.exists()):  # a resumed run's weights are in its checkpoint
+        with dist.main_process_first():  # one process downloads into the library's cache
+            load_pretrained(model.backbone, config.model)
+    model = model.to(dev)
     memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     loss_fn = build_loss(extended, data, dev)
@@ -286,7 +294,6 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
                          train=True, sampler=sampler, seed=tcfg.seed,
                          channels_last=tcfg.channels_last)
     optimizer = build_optimizer(model, config.optim, tcfg.batch_size)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt_path, map_location=dev) if resume and ckpt_path.exists() \
         else None
     if state is not None:

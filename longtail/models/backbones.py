@@ -8,6 +8,7 @@
   this package's form before; kept as an option).
 - ``small_cnn``: a few conv layers for 8×8 digits.
 - ``resnet50`` / ``resnext50_32x4d``: torchvision's, without their fc layer, 2048-d feature.
+- ``torchvision/<name>``, ``timm/<name>``: any model of those libraries (``external.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longtail.models.external import TimmBackbone, TorchvisionTrunk
 from longtail.registry import BACKBONES
+
+__all__ = ["CifarResNet", "SmallCNN", "TimmBackbone", "TorchvisionTrunk", "create_backbone"]
 
 
 class BasicBlock(nn.Module):
@@ -133,24 +137,6 @@ class SmallCNN(nn.Module):
         return F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
 
 
-class TorchvisionTrunk(nn.Module):
-    """A torchvision ResNet with its fc removed (random init: nothing is downloaded)."""
-
-    def __init__(self, arch: str, in_channels: int = 3) -> None:
-        super().__init__()
-        from torchvision import models
-
-        net = getattr(models, arch)(weights=None)
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.out_features = net.fc.in_features
-        net.fc = nn.Identity()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 @BACKBONES.register("resnet50")
 def resnet50(in_channels: int = 3) -> TorchvisionTrunk:
     return TorchvisionTrunk("resnet50", in_channels)
@@ -161,5 +147,11 @@ def resnext50_32x4d(in_channels: int = 3) -> TorchvisionTrunk:
     return TorchvisionTrunk("resnext50_32x4d", in_channels)
 
 
+# torchvision's ImageNet weights exist for these: model.pretrained: true may fetch them.
+resnet50.library_weights = True  # type: ignore[attr-defined]
+resnext50_32x4d.library_weights = True  # type: ignore[attr-defined]
+
+
 def create_backbone(name: str, in_channels: int = 3, **options: object) -> nn.Module:
+    """A backbone with random weights (``model.pretrained`` is applied by ``load_pretrained``)."""
     return BACKBONES.create(name, in_channels=in_channels, **options)
