@@ -335,6 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TDE strength baked into the graph (causal heads; default: the run's)")
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("quickstart", help="the problem and the fix in a minute: baseline vs "
+                       "logit adjustment vs De-confound-TDE on digits-LT (ratio 50), offline")
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart_lt"),
+                   help="folder for the three runs, the table and the plot "
+                   "(default: runs/quickstart_lt; finished runs in it are reused)")
+    p.add_argument("--overwrite", action="store_true", help="retrain the runs in --out")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of the three runs (repeatable)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.set_defaults(func=_quickstart)
+
     p = sub.add_parser("speed", help="training/evaluation throughput on this machine: "
                        "model-only ceiling vs end-to-end epoch, plain vs TDE inference")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto)")
@@ -412,6 +423,13 @@ def _export(args: argparse.Namespace) -> None:
           f"{resize}(pixel / 255 - mean) / std with mean {info['mean']}, std {info['std']}")
     print(f"output 'logits': ({n}, {len(info['classes'])}), {logits}; argmax is the class")
     print(f"preprocessing and class names: {info['preprocess']}")
+
+
+def _quickstart(args: argparse.Namespace) -> None:
+    from longtail.quickstart import run_quickstart
+
+    run_quickstart(args.out, device=args.device, overwrite=args.overwrite,
+                   progress=sys.stderr.isatty(), overrides=args.set)
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -111,3 +111,17 @@ def test_eval_of_a_missing_run(capsys, tmp_path):
     code, _, err = run_main(["eval", str(tmp_path / "nothing")], capsys)
     assert code == 2
     assert err.startswith("longtail eval: error:") and err.count("\n") == 1
+
+
+def test_quickstart_reuses_finished_runs(tmp_path, capsys):
+    from longtail.cli import main
+
+    argv = ["quickstart", "--out", str(tmp_path / "qs"), "--set", "train.epochs=2",
+            "--device", "cpu"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert first.count("[quickstart] training") == 3
+    assert main(argv) == 0  # again: the three runs are finished, only the table is redone
+    second = capsys.readouterr().out
+    assert "[quickstart] training" not in second
+    assert second.splitlines()[-1].startswith("next: longtail report")

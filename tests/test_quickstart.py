@@ -46,3 +46,27 @@ def test_quickstart_as_in_the_readme(tmp_path):
     saved = json.loads((run_dir / "eval" / "test_metrics.json").read_text())
     assert round(saved["top1"], 2) == top1
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 30
+
+
+def test_quickstart_comparison_as_in_the_readme(tmp_path):
+    # The README's first command: three digits-LT runs at ratio 50 and one table.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*longtail_command(), "quickstart"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("next: longtail report")
+    out = tmp_path / "runs" / "quickstart_lt"
+    start = lines.index(HEADER)
+    rows = {cells(line)[0]: [float(c) for c in cells(line)[1:]] for line in lines[start + 2:-2]}
+    labels = list(rows)
+    assert labels[:3] == ["Baseline (linear, cross-entropy)",
+                          "Logit adjustment, post-hoc (τ = 1)", "Logit-adjusted loss (τ = 1)"]
+    assert labels[3].startswith("De-confound-TDE (α = ") and len(labels) == 4
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["ratio"] == 50 and list(saved["rows"]) == labels
+    for label, values in rows.items():
+        assert values[0] == round(saved["rows"][label]["top1"], 2)
+    assert (out / "per_class.png").stat().st_size > 0 and (out / "quickstart.md").is_file()
+    # The point of the set: the baseline's few-shot classes fail (the ratio was picked for it).
+    assert rows["Baseline (linear, cross-entropy)"][3] < 75
