@@ -1,7 +1,8 @@
 """Training and evaluation throughput on this machine: ``python benchmarks/speed.py [options]``.
 
 The same as ``longtail speed`` (options: ``longtail speed --help``); the implementation is
-``longtail/speed.py``. Results go to ``benchmarks/results/speed/`` (speed.json, speed.md).
+``longtail/speed.py``. Results go to ``benchmarks/results/speed/`` (speed.json, speed.md)
+unless ``--out`` says otherwise (``longtail speed`` itself defaults to ``runs/speed``).
 Run it on an otherwise idle machine: other work on the CPU lowers every number.
 """
 
@@ -11,5 +12,9 @@ import sys
 
 from longtail.cli import main
 
+RESULTS = "benchmarks/results/speed"
+
 if __name__ == "__main__":
-    sys.exit(main(["speed", *sys.argv[1:]]))
+    args = sys.argv[1:]
+    given = any(a == "--out" or a.startswith("--out=") for a in args)
+    sys.exit(main(["speed", *args] if given else ["speed", "--out", RESULTS, *args]))

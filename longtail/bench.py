@@ -223,7 +223,13 @@ PAPER_BY_ROW = {
         "LDAM-DRW": ((42.0, 46.6, 58.7), "TDE Table, LDAM"),
     },
 }
-COLUMNS = ["many", "medium", "few", "top1", "balanced_error", "macro_f1"]
+COLUMNS = ["many", "medium", "few", "top1", "top5", "balanced_error", "macro_f1", "nll", "ece"]
+# results.md keeps to what a reader scans: NLL is in results.csv only; top-5 and ECE are shown
+# where some row has them (top-5 needs more than 5 classes; runs evaluated before these metrics
+# existed have neither).
+TABLE_COLUMNS = {"many": "many", "medium": "medium", "few": "few", "top1": "top-1",
+                 "top5": "top-5", "balanced_error": "balanced error", "macro_f1": "macro F1",
+                 "ece": "ECE"}
 
 
 def paper_cell(suite_name: str, label: str, ratio: float | None) -> str:
@@ -290,7 +296,8 @@ def collect(suite_name: str, run_base: Path, seeds: list[int],
             entry = {"label": row.label, "run": method.key, "seeds": seeds,
                      "knob": row.knob, "values": [v for _, v in per_seed]}
             for col in COLUMNS:
-                entry[col], entry[f"{col}_std"] = _mean_std([m[col] for m, _ in per_seed])
+                # .get: a run evaluated before top-5 / NLL / ECE existed has none of them
+                entry[col], entry[f"{col}_std"] = _mean_std([m.get(col) for m, _ in per_seed])
             table.append(entry)
     return table
 
@@ -317,6 +324,8 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
 
     import yaml
 
+    from longtail.sweep import PREVIOUS
+
     table = collect(suite_name, run_base, seeds, methods)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "configs").mkdir(exist_ok=True)
@@ -330,7 +339,9 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
         if (d / "config.yaml").exists():
             shutil.copy(d / "config.yaml", out_dir / "configs" / f"{method.key}.yaml")
         if (d / "sweeps").is_dir():
-            shutil.copytree(d / "sweeps", out_dir / "sweeps" / method.key, dirs_exist_ok=True)
+            # The latest sweeps only: sweeps/previous/ is the run's own history.
+            shutil.copytree(d / "sweeps", out_dir / "sweeps" / method.key, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(PREVIOUS))
         if (d / "metrics.jsonl").exists():
             lines = (d / "metrics.jsonl").read_text().splitlines()
             seconds[method.key] = sum(json.loads(x).get("epoch_seconds", 0.0) for x in lines if x)
@@ -384,15 +395,21 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
                          "(not the original PNG-exact pixels)")
     paper_rows = {e["label"]: paper_cell(suite_name, e["label"], ratio) for e in table}
     with_paper = any(paper_rows.values())
-    header = "| method | many | medium | few | top-1 | balanced error | macro F1 | knob |"
+    shown = [c for c in TABLE_COLUMNS if c not in ("top5", "ece")
+             or any(e[c] is not None for e in table)]
+    header = "| method | " + " | ".join(TABLE_COLUMNS[c] for c in shown) + " | knob |"
     if with_paper:
         header += " paper top-1 (theirs, not measured here) |"
-    lines += ["", header, "|---" * (9 if with_paper else 8) + "|"]
+    if "ece" in shown:
+        lines.append("- ECE: expected calibration error (%) of the softmax of the logits each "
+                     "row predicts with, 15 equal-width confidence bins (methods.md §2); the "
+                     "NLL is in results.csv")
+    lines += ["", header, "|---" * (len(shown) + (3 if with_paper else 2)) + "|"]
     for e in table:
         knob = "" if e["knob"] is None else (
             f"{e['knob']}=" + "/".join(f"{v:g}" for v in e["values"]))
         label = e["label"].replace("|", "\\|")  # a bare | would split the table cell
-        line = f"| {label} | " + " | ".join(_cell(e, c) for c in COLUMNS) + f" | {knob} |"
+        line = f"| {label} | " + " | ".join(_cell(e, c) for c in shown) + f" | {knob} |"
         lines.append(line + (f" {paper_rows[e['label']]} |" if with_paper else ""))
     paper = PAPER_TOP1.get(suite_name)
     if paper:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from longtail.config import ConfigError, load_config, shipped_configs
 
+DEFAULT_SPEED_OUT = "runs/speed"  # under runs/ like a training run, never the user's tree
+
 EPILOG_TRAIN = """examples:
   longtail train                                   # quick start: digits-LT, under 2 minutes on CPU
   longtail train cifar10_lt_cpu --set data.root=PATH
@@ -17,6 +19,7 @@ EPILOG_TRAIN = """examples:
   longtail train --resume --out runs/cifar10_lt --extend train.epochs=300   # train it longer
   longtail train cifar10_lt --nproc 4    # 4 GPUs, as torchrun --nproc_per_node=4 -m longtail train
   longtail train cifar10_lt_cpu_crt --init runs/cifar10_lt_cpu  # decoupling stage 2 (cRT)
+  longtail train --import my_heads.py --set model.head=my_head  # a head registered in a file
 shipped configs: """
 
 
@@ -73,19 +76,27 @@ def _launch_workers(args: argparse.Namespace, config_device: str) -> None:
 def _resume_config(args: argparse.Namespace, run_dir: Path):  # noqa: ANN202
     """``--resume`` trains the run's own config.yaml; a ``--set`` may restate a value, never
     change it; CONFIG is not needed (if given and different, it is not used, and we say so)."""
-    from longtail.config import apply_overrides, differences, from_dict, load_run_config
+    from longtail.config import (
+        add_imports,
+        apply_overrides,
+        differences,
+        from_dict,
+        load_run_config,
+    )
 
-    saved = load_run_config(run_dir)
-    if args.set:
-        restated = from_dict(apply_overrides(saved.to_dict(), args.set))
+    saved = load_run_config(run_dir)  # imports the run's own plugins
+    if args.set or args.imports:
+        restated = from_dict(add_imports(apply_overrides(saved.to_dict(), args.set),
+                                         args.imports))
         changed = differences(restated, saved)
         if changed:
-            raise ConfigError(f"--resume: --set changes {', '.join(changed)} of the run in "
+            given = "--set/--import" if args.imports else "--set"
+            raise ConfigError(f"--resume: {given} changes {', '.join(changed)} of the run in "
                               f"'{run_dir}' (its config.yaml); a resumed run keeps its config. "
                               "To train longer: --resume --extend train.epochs=N; otherwise "
                               "start a new run with another --out")
     if args.config is not None:
-        named = load_config(args.config, args.set)
+        named = load_config(args.config, args.set, args.imports)
         changed = [k for k in differences(named, saved) if k != "name"]
         if changed:
             print(f"longtail train: note: resuming with the run's own config.yaml; config "
@@ -113,11 +124,12 @@ def _train(args: argparse.Namespace) -> None:
     if args.extend and not args.resume:
         raise ValueError("--extend applies to a run being resumed: add --resume")
     if args.resume and not args.out:
-        name = load_config(args.config, args.set).name
+        name = load_config(args.config, args.set, args.imports).name
         run_dir = Path("runs") / name
     else:
         run_dir = Path(args.out) if args.out else None
-    config = _resume_config(args, run_dir) if args.resume else load_config(args.config, args.set)
+    config = (_resume_config(args, run_dir) if args.resume else
+              load_config(args.config, args.set, args.imports))
     if args.nproc is not None:
         _launch_workers(args, config.train.device)
     if run_dir is None:
@@ -133,10 +145,10 @@ def _train(args: argparse.Namespace) -> None:
             raise ValueError("--resume does not apply to stage 2 (--init): rerun it with "
                              "--overwrite, it takes minutes")
         train_stage2(config, args.init, run_dir, overwrite=args.overwrite, device=args.device,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, overrides=args.set)
         return
     train(config, run_dir, resume=args.resume, overwrite=args.overwrite, device=args.device,
-          progress=not args.no_progress, extend=_parse_extend(args.extend))
+          progress=not args.no_progress, extend=_parse_extend(args.extend), overrides=args.set)
     from longtail.distributed import exit_worker
 
     exit_worker(0)  # under torchrun: leave before interpreter teardown (see its docstring)
@@ -147,8 +159,11 @@ def _eval(args: argparse.Namespace) -> None:
     from longtail.train import evaluate_run
 
     _check_run_dir(args.run_dir)
+    # An explicit α is a result of its own, beside the run's main one (which report, bench and
+    # the sweeps read): eval/alpha_<A>/. Without --alpha the main eval/ is re-made.
+    out_dir = args.run_dir / "eval" / f"alpha_{args.alpha:g}" if args.alpha is not None else None
     with run_lock(args.run_dir, "longtail eval"):  # eval rewrites the run's eval/ files
-        evaluate_run(args.run_dir, device=args.device, alpha=args.alpha)
+        evaluate_run(args.run_dir, device=args.device, alpha=args.alpha, out_dir=out_dir)
 
 
 def _check_run_dir(path: Path) -> None:
@@ -176,13 +191,14 @@ def _sweep(args: argparse.Namespace) -> None:
 def _synthetic(args: argparse.Namespace) -> None:
     from longtail import synthetic
 
+    out = args.out if args.out is not None else str(Path("runs") / "synthetic" / args.study)
     if args.study == "la":
-        synthetic.la_gaussian_study(args.out, trials=args.trials, seed=args.seed)
+        synthetic.la_gaussian_study(out, trials=args.trials, seed=args.seed)
     elif args.study == "placed_digits":
-        synthetic.placed_digits(args.out, seed=args.seed)
+        synthetic.placed_digits(out, seed=args.seed)
     else:
-        synthetic.tde_1d_study(args.out, seed=args.seed, repeats=args.trials)
-    print(f"written to {args.out}")
+        synthetic.tde_1d_study(out, seed=args.seed, repeats=args.trials)
+    print(f"written to {out}")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -210,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a YAML file or the name of a shipped config (default: quickstart)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE_OR_FILE.py",
+                   help="import a module (dotted name) or .py file before the config is checked, "
+                   "so that the heads, losses, backbones or samplers it registers can be named; "
+                   "added to the config's imports, so the run's other commands re-import it "
+                   "(repeatable)")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its own config.yaml (CONFIG and --set "
@@ -231,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="re-evaluate a finished run directory")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--alpha", type=float, help="TDE strength α at test time (causal heads)")
+    p.add_argument("--alpha", type=float,
+                   help="TDE strength α at test time (causal heads); the results go to "
+                   "RUN_DIR/eval/alpha_<A>/, leaving the run's own eval/ files as they are")
     p.add_argument("--device")
     p.set_defaults(func=_eval)
     p = sub.add_parser("sweep", help="sweep a post-hoc knob (α, τ) over a run's saved features",
@@ -249,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", choices=["la", "tde", "placed_digits"],
                    help="la / tde: the studies; placed_digits: a class-folder image set with "
                    "known object boxes (boxes.json), for longtail explain --boxes")
-    p.add_argument("--out", default="benchmarks/results/synthetic", help="output folder")
+    p.add_argument("--out", help="output folder (default: runs/synthetic/<study>)")
     p.add_argument("--trials", type=int, default=100, help="independent trials (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_synthetic)
@@ -349,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("speed", help="training/evaluation throughput on this machine: "
                        "model-only ceiling vs end-to-end epoch, plain vs TDE inference")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--out", default="benchmarks/results/speed",
-                   help="where speed.json and speed.md go")
+    p.add_argument("--out", default=DEFAULT_SPEED_OUT,
+                   help=f"where speed.json and speed.md go (default: {DEFAULT_SPEED_OUT})")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=50, help="timed model-only steps per variant")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")
@@ -445,6 +469,7 @@ def _speed(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from longtail.loggers import LoggerError
     from longtail.rundir import RunLockedError
     from longtail.train import TrainingDiverged
 
@@ -454,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, TypeError,
-            ValueError, RunLockedError, OSError, TrainingDiverged) as err:
+            ValueError, RunLockedError, OSError, TrainingDiverged, LoggerError) as err:
         # User errors get one line, not a traceback.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"longtail {args.command}: error: {message}", file=sys.stderr)

@@ -42,7 +42,11 @@ class DataConfig:
     # crop_flip | crop (no flip: digits, signs, text) | flip | none | imagenet (large images)
     augment: str = "crop_flip"
     crop_padding: int = 4
-    image_size: int = 224  # large-image pipeline only
+    image_size: int = 224  # large-image pipeline; in-memory image files when resized (below)
+    # In-memory image files (folder, list): auto resizes them once, when decoded, to
+    # image_size × image_size (shorter side to image_size, centre crop) only if they are not all
+    # one size; always resizes every image; never refuses mixed sizes. DataLoader path: unused.
+    resize: str = "auto"  # auto | always | never
     mean: list[float] | None = None  # default: per dataset
     std: list[float] | None = None
     cache_dir: str | None = None  # decode cache for image folders; default ~/.cache/longtail
@@ -102,6 +106,10 @@ class TrainConfig:
     eval_every: int = 0  # evaluate on test every N epochs during training (0: only at the end)
     log_every: int = 50  # steps between progress-bar loss updates (each one is a host sync)
     sync_batchnorm: bool = False  # torchrun on CUDA: BatchNorm statistics over the global batch
+    # Where per-epoch rows and final metrics go (rank 0 only): jsonl (metrics.jsonl, always
+    # written: resume and report read it), csv (metrics.csv), tensorboard (only when installed),
+    # wandb, mlflow (pip install 'longtail[wandb]' / '[mlflow]'; an error when missing).
+    loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
 
 
 @dataclass
@@ -136,6 +144,9 @@ class Stage2Config:
 @dataclass
 class Config:
     name: str = "run"
+    # Modules or .py files imported before the names are checked, so that their
+    # @HEADS.register(...) etc. take effect (longtail.plugins); a run re-imports them.
+    imports: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -259,6 +270,11 @@ def load_yaml(name_or_path: str, relative_to: Path | None = None, _seen: tuple =
     base = values.pop("base", None)
     # Before merging: a file's own stem names it, not the stem of the file it starts from.
     values.setdefault("name", path.stem)
+    if isinstance(values.get("imports"), list):
+        # A .py file named in a config is looked up next to that config first.
+        from longtail.plugins import resolve_spec
+
+        values["imports"] = [resolve_spec(s, path.parent) for s in values["imports"]]
     if base is not None:
         values = _merge(load_yaml(base, path.parent, _seen + (path.resolve(),)), values)
     return values
@@ -292,11 +308,31 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
-    """The quick-start config when no name is given; then ``--set`` overrides; then checks."""
+def add_imports(values: dict[str, Any], imports: list[str] | None) -> dict[str, Any]:
+    """``values`` with ``imports`` (``--import``) after the config's own, each once, ``.py``
+    paths absolute."""
+    from longtail.plugins import resolve_spec
+
+    listed = values.get("imports") or []
+    if not isinstance(listed, list):
+        return values  # from_dict names the wrong type
+    merged: list[str] = []
+    for spec in (resolve_spec(s) for s in [*listed, *(imports or [])]):
+        if spec not in merged:
+            merged.append(spec)
+    return {**values, "imports": merged}
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None,
+                imports: list[str] | None = None) -> Config:
+    """The quick-start config when no name is given; then ``--set`` overrides and ``imports``
+    (``--import``); then the imports are imported and the values checked."""
+    from longtail.plugins import import_plugins
+
     values = load_yaml(name_or_path or "quickstart")
-    values = apply_overrides(values, overrides or [])
+    values = add_imports(apply_overrides(values, overrides or []), imports)
     config = from_dict(values)
+    import_plugins(config.imports)  # before anything looks up the names they register
     validate(config)
     return config
 
@@ -309,7 +345,10 @@ def save_config(config: Config, path: Path) -> None:
 
 def load_run_config(run_dir: str | Path) -> Config:
     """The resolved config a run directory was made with (its ``config.yaml``), checked like any
-    config; YAML tags that would build Python objects are refused."""
+    config; YAML tags that would build Python objects are refused. The config's ``imports``
+    are imported first."""
+    from longtail.plugins import import_plugins
+
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml)")
@@ -323,6 +362,11 @@ def load_run_config(run_dir: str | Path) -> Config:
         raise ConfigError(f"'{path}' must be a mapping of keys, got {type(values).__name__}")
     try:
         config = from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"'{path}': {err}") from None
+    # The one place every command that reads a run passes: its plugins are imported here.
+    try:
+        import_plugins(config.imports)
     except ConfigError as err:
         raise ConfigError(f"'{path}': {err}") from None
     validate(config)
@@ -347,6 +391,7 @@ def differences(a: Config, b: Config) -> list[str]:
 
 
 DATASETS = ["digits", "cifar10", "cifar100", "folder", "list"]
+LOGGERS = ("jsonl", "csv", "tensorboard", "wandb", "mlflow")
 
 
 def validate(config: Config) -> None:
@@ -362,6 +407,12 @@ def validate(config: Config) -> None:
          f"unknown dataset '{d.dataset}' (data.dataset): {did_you_mean(d.dataset, DATASETS)}"),
         (d.augment in ("crop_flip", "crop", "flip", "none", "imagenet"),
          f"data.augment must be crop_flip, crop, flip, none or imagenet, got '{d.augment}'"),
+        (d.resize in ("auto", "always", "never"),
+         f"data.resize must be auto, always or never, got '{d.resize}'"),
+        (d.resize != "always" or d.dataset in ("folder", "list"),
+         f"data.resize: always resizes image files (data.dataset folder or list); "
+         f"'{d.dataset}' images are used at their own size"),
+        (d.image_size >= 1, f"data.image_size must be >= 1, got {d.image_size}"),
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
         (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
@@ -379,6 +430,9 @@ def validate(config: Config) -> None:
         (t.precision in ("bf16", "fp16", "fp32"),
          f"train.precision must be bf16, fp16 or fp32, got '{t.precision}'"),
     ]
+    for name in t.loggers:
+        checks.append((name in LOGGERS, f"unknown logger '{name}' (train.loggers): "
+                       f"{did_you_mean(str(name), list(LOGGERS))}"))
     p = config.model.pretrained
     checks.append((isinstance(p, bool) or (isinstance(p, str) and p.strip() != ""),
                    f"model.pretrained must be true, false or the path of a weights file, "

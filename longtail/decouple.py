@@ -45,6 +45,7 @@ from longtail.config import Config, ConfigError, OptimConfig, Stage2Config, save
 from longtail.data import DataBundle, create_sampler, make_loader
 from longtail.data.samplers import epoch_generator
 from longtail.evaluate import per_class_accuracy
+from longtail.loggers import MetricsLog
 from longtail.models.heads import LinearHead
 from longtail.registry import HEADS, did_you_mean
 
@@ -178,7 +179,7 @@ class _Stage2Run:
     amp: torch.dtype | None
     seed: int
     progress: bool
-    log: object  # longtail.train.MetricsLog
+    log: MetricsLog
 
     @property
     def s2(self) -> Stage2Config:
@@ -276,11 +277,11 @@ def _fit_head(run: _Stage2Run, head: nn.Module) -> int:
             seen += len(y)
             bar.update()
         elapsed = time.perf_counter() - started
-        run.log.write({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                       "train_loss": loss_sum.item() / seen,
-                       "train_acc": 100 * correct.item() / seen,
-                       "epoch_seconds": elapsed, "images_per_second": seen / elapsed,
-                       "stage2_method": s2.method, "stage2_features": features})
+        run.log.log({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                     "train_loss": loss_sum.item() / seen,
+                     "train_acc": 100 * correct.item() / seen,
+                     "epoch_seconds": elapsed, "images_per_second": seen / elapsed,
+                     "stage2_method": s2.method, "stage2_features": features})
     bar.close()
     head.eval()
     return s2.epochs
@@ -336,8 +337,8 @@ def _tau_norm(run: _Stage2Run) -> tuple[nn.Module, dict]:
     with torch.no_grad():
         head.fc.weight.copy_(tau_normalize(weight, tau))
     info.update({"tau": tau, "tau_source": source})
-    run.log.write({"epoch": 0, "stage2_method": "tau_norm", "stage2_features": "none",
-                   **{k: v for k, v in info.items() if k != "epochs"}})
+    run.log.log({"epoch": 0, "stage2_method": "tau_norm", "stage2_features": "none",
+                 **{k: v for k, v in info.items() if k != "epochs"}})
     return head.eval(), info
 
 
@@ -347,7 +348,7 @@ def _ncm(run: _Stage2Run) -> tuple[nn.Module, dict]:
     feats, labels = run.features("train")
     head = NCMHead(feats.shape[1], run.data.num_classes).to(run.dev)
     head.means.copy_(class_means(feats, labels, run.data.num_classes))
-    run.log.write({"epoch": 0, "stage2_method": "ncm", "stage2_features": "once"})
+    run.log.log({"epoch": 0, "stage2_method": "ncm", "stage2_features": "once"})
     return head.eval(), {"epochs": 0}
 
 
@@ -375,19 +376,23 @@ def _head_spec(cfg: Stage2Config, model: nn.Module) -> tuple[str, dict]:
 
 def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Path,
                  overwrite: bool = False, device: str | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, overrides: list[str] | None = None) -> dict:
     """Stage 2 of ``config.stage2`` on the finished stage-1 run ``init_dir`` (default:
-    ``stage2.init``), written into ``run_dir`` as a complete run; returns the test metrics."""
+    ``stage2.init``), written into ``run_dir`` as a complete run; returns the test metrics.
+    ``overrides`` (the command's ``--set``) are recorded in ``history.jsonl``."""
+    from longtail.loggers import check_loggers
+    from longtail.provenance import provenance
     from longtail.rundir import check_run_name, open_run_dir
     from longtail.train import (
-        MetricsLog,
         autocast_dtype,
         evaluate_run,
+        record_history,
         resolve_device,
         restore_run,
     )
 
     check_stage2(config.stage2)
+    check_loggers(config.train.loggers)
     init = init_dir if init_dir is not None else config.stage2.init
     if init is None:
         raise ConfigError("stage 2 needs the stage-1 run: pass --init RUN_DIR or set stage2.init")
@@ -414,11 +419,16 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
     resolved.name, resolved.eval = config.name, copy.deepcopy(config.eval)
     resolved.stage2 = dataclasses.replace(config.stage2, init=str(init_dir))
     resolved.model.head, resolved.model.head_args = _head_spec(config.stage2, model)
+    # This run's own plugins (its head may come from one) after the stage-1 run's; its loggers.
+    resolved.imports = [*stage1.imports, *(i for i in config.imports if i not in stage1.imports)]
+    resolved.train.loggers = list(config.train.loggers)
 
     check_run_name(config.name)
     with open_run_dir(run_dir, overwrite=overwrite, command="longtail train --init") as opened:
         save_config(resolved, run_dir / "config.yaml")
         shutil.copyfile(init_dir / "split.json", run_dir / "split.json")
+        record_history(run_dir, "start", stage2=config.stage2.method, init=str(init_dir),
+                       **provenance(overrides))
         opened.started()
 
         # Frozen backbone: no gradients, and eval mode so BatchNorm uses (and keeps) its statistics.
@@ -428,17 +438,20 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
         if resolved.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         seed = config.stage2.seed if config.stage2.seed is not None else stage1.train.seed
-        log = MetricsLog(run_dir)
+        log = MetricsLog(run_dir, resolved)
         run = _Stage2Run(resolved, model, data, dev, autocast_dtype(resolved.train.precision), seed,
                          progress, log)
         try:
             head, info = METHODS[config.stage2.method](run)
+            model.head = head
+            save_checkpoint({"model": model.state_dict(), "epoch": info["epochs"],
+                             "config": resolved.to_dict(),
+                             "stage2": {"method": config.stage2.method, "init": str(init_dir),
+                                        **{k: v for k, v in info.items()
+                                           if k != "tau_sweep_val"}}},
+                            run_dir / "checkpoints" / "last.pt")
+            metrics = evaluate_run(run_dir, model=model, data=data, config=resolved)
+            log.log_hparams(resolved, metrics)
         finally:
             log.close()
-        model.head = head
-        save_checkpoint({"model": model.state_dict(), "epoch": info["epochs"],
-                         "config": resolved.to_dict(),
-                         "stage2": {"method": config.stage2.method, "init": str(init_dir),
-                                    **{k: v for k, v in info.items() if k != "tau_sweep_val"}}},
-                        run_dir / "checkpoints" / "last.pt")
-        return evaluate_run(run_dir, model=model, data=data, config=resolved)
+        return metrics

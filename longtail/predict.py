@@ -61,8 +61,17 @@ class Predictor:
     @property
     def resizes(self) -> bool:
         """Large-image runs (``data.in_memory: false``) resize + centre-crop any image, as their
-        test transform does; in-memory runs take images of their exact size only."""
+        test transform does; in-memory runs take images of their exact size only (but see
+        ``resizes_other_sizes``)."""
         return not self.config.data.in_memory
+
+    @property
+    def resizes_other_sizes(self) -> bool:
+        """In-memory runs whose images ``data.resize`` brought to data.image_size square (the
+        input size then) resize an image of another size as that did (``resize_centre_crop``)."""
+        d = self.config.data
+        return d.in_memory and d.resize != "never" and \
+            self.input_size == (d.image_size, d.image_size)
 
     # --- images -> normalised batch ----------------------------------------------------------
 
@@ -111,10 +120,14 @@ class Predictor:
             size = (img.size[1], img.size[0])  # PIL gives (W, H)
             if expected is None:
                 expected = size  # size not recorded: the first image sets it for the batch
+            array = np.asarray(img)
+            if size != expected and self.resizes_other_sizes:
+                from longtail.data.sources import resize_centre_crop
+
+                array, size = resize_centre_crop(array, expected[0]), expected
             if size != expected:
                 raise ValueError(f"{name} is {size[1]}×{size[0]}, the run takes "
                                  f"{expected[1]}×{expected[0]} images: resize it first")
-            array = np.asarray(img)
             arrays.append(array[:, :, None] if array.ndim == 2 else array)
         uint8 = torch.from_numpy(np.stack(arrays))  # (N, H, W, C), as the run's data holds it
         return normalize(uint8, self.mean, self.std).to(self.device)

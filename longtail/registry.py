@@ -1,8 +1,9 @@
 """Name -> constructor registries, one per extension point (backbone, head, loss, sampler, profile).
 
 A config names each part of a method by a string; the registry turns the string into an object and
-fails with a "did you mean" hint when the name is unknown. A namespace (``timm/...``) hands the
-names under a prefix to another library's own lookup.
+fails with a "did you mean" hint when the name is unknown; before that, the first miss of any
+registry loads installed packages' ``longtail.plugins`` entry points (``longtail/plugins.py``).
+A namespace (``timm/...``) hands the names under a prefix to another library's own lookup.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class Registry:
             return None
         if name in self._entries:
             return None
+        if _load_plugins():  # an installed package's entry point may register it
+            return self.hint(name)
         hint = did_you_mean(name, self.names())
         if self._namespaces and not hint.startswith("did you mean"):
             hint += "; or " + ", ".join(f"{p}/<name>" for p in self.namespaces())
@@ -85,7 +88,10 @@ class Registry:
             except KeyError as err:
                 raise KeyError(f"unknown {self.kind} '{name}': {err.args[0]}") from None
         if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} '{name}': {self.hint(name)}")
+            hint = self.hint(name)  # the first miss loads the plugins' entry points
+            if hint is not None:
+                raise KeyError(f"unknown {self.kind} '{name}': {hint}")
+            return self.get(name)  # a plugin has just registered it
         return self._entries[name]
 
     def create(self, name: str, context: dict[str, Any] | None = None, **kwargs: Any) -> Any:
@@ -105,6 +111,13 @@ class Registry:
             if key in params and key not in kwargs:
                 kwargs[key] = value
         return constructor(**kwargs)
+
+
+def _load_plugins() -> bool:
+    """The ``longtail.plugins`` entry points, loaded on the first miss of any registry."""
+    from longtail.plugins import load_entry_points
+
+    return load_entry_points()
 
 
 BACKBONES = Registry("backbone")

@@ -329,8 +329,8 @@ def plot_sweep(run: RunRecord, csv_path: Path, path: Path) -> tuple[Path, str]:
 
 
 def shot_group_table(runs: list[RunRecord], split: str = "test") -> str:
-    """Markdown: run | top-1 | many | medium | few | balanced error | macro F1 (empty groups
-    blank)."""
+    """Markdown: run | top-1 | many | medium | few | balanced error | macro F1, then top-5 / NLL
+    / ECE where a run's metrics have them (empty groups blank)."""
     rows = {run.name: (run.test if split == "test" else run.val) for run in runs}
     rows = {name: m for name, m in rows.items() if m is not None}
     return format_table(rows).replace("| method |", "| run |", 1)
@@ -467,7 +467,10 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None,
                ("h2", "Test accuracy by shot group"),
                ("p", "Percent. Shot groups by the class's training images: many > 100, "
                      "medium 20-100, few < 20; a group's accuracy is the mean of its classes'; "
-                     "an empty group is blank."),
+                     "an empty group is blank. From the softmax of the logits each run "
+                     "predicts with: top-5 (more than 5 classes only), NLL (mean negative "
+                     "log-likelihood of the true class, nats) and ECE (expected calibration "
+                     "error, 15 equal-width confidence bins, methods.md §2)."),
                ("table", shot_group_table(runs, "test"))]
     if any(r.val is not None for r in runs):
         blocks += [("h2", "Validation accuracy by shot group"),

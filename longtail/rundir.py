@@ -29,7 +29,8 @@ LOCK = ".longtail.lock"
 # What a run directory written before the marker existed may contain; anything else means the
 # folder holds something that is not ours, and --overwrite refuses it.
 RUN_ENTRIES = {MARKER, LOCK, "config.yaml", "split.json", "metrics.jsonl", "history.jsonl",
-               "tensorboard", "checkpoints", "eval", "sweeps", "export"}
+               "tensorboard", "checkpoints", "eval", "sweeps", "export",
+               "metrics.csv", "wandb", "loggers.json"}  # train.loggers: csv, wandb's files, ids
 
 
 class RunExistsError(FileExistsError):

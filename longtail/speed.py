@@ -47,7 +47,7 @@ VARIANTS: dict[str, tuple[str, bool]] = {
     "bf16-cl": ("bf16", True),
 }
 GOAL_RATIO = 0.9  # the issue's goal: an end-to-end epoch within 10% of the model-only ceiling
-DEFAULT_OUT = "benchmarks/results/speed"
+DEFAULT_OUT = "runs/speed"  # the same as `longtail speed --out`'s (cli.DEFAULT_SPEED_OUT)
 CIFAR_TEST_IMAGES = 10_000  # head-only timing runs over a saved CIFAR test set's worth of features
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +93,8 @@ def sweep(run: RunOutputs, knob: str, values: list[float]) -> dict:
     rows = []
     for value in values:
         for part, out in run.splits.items():
-            m = compute_metrics(fn(out["features"], value).argmax(1), out["labels"], run.counts)
+            # The logits, not only their argmax: NLL and ECE move with α and τ too.
+            m = compute_metrics(fn(out["features"], value), out["labels"], run.counts)
             rows.append({"value": value, "split": part, **{k: m[k] for k in METRIC_NAMES}})
     select_on = "val" if "val" in run.splits else "test"
     candidates = [r for r in rows if r["split"] == select_on]
@@ -103,23 +106,70 @@ def sweep(run: RunOutputs, knob: str, values: list[float]) -> dict:
 
 
 def evaluate_at(run: RunOutputs, knob: str, value: float, part: str = "test") -> dict:
+    """All metrics of ``part`` with the knob at ``value`` (``compute_metrics`` of its logits)."""
     out = run.splits[part]
     logits = logits_fn(knob, run)(out["features"], value)
-    return compute_metrics(logits.argmax(1), out["labels"], run.counts)
+    return compute_metrics(logits, out["labels"], run.counts)
+
+
+SWEEP_FILES = ("csv", "md", "json", "png")
+PREVIOUS = "previous"  # sweeps/previous/: earlier sweeps that a new one would have replaced
+
+
+def _holds(path: Path, text: str) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, newline="") as f:  # as written: the csv module's \r\n line ends included
+        return f.read() == text
+
+
+def keep_previous(out_dir: Path, knob: str, new_texts: dict[str, str]) -> Path | None:
+    """Before ``<knob>.*`` is rewritten: if it holds another sweep (other values, or other results
+    after the run was re-evaluated), copy it to ``previous/<knob>-<time it was written>.*`` and
+    return that stem. The latest sweep keeps the plain name that predict, bench and report read;
+    ``previous/`` is a folder, so report's ``sweeps/*.csv`` does not list the old ones."""
+    old = {ext: out_dir / f"{knob}.{ext}" for ext in SWEEP_FILES}
+    if not old["csv"].is_file():
+        return None
+    if all(_holds(old[ext], text) for ext, text in new_texts.items()):
+        return None  # the same sweep again: nothing would be lost
+    folder = out_dir / PREVIOUS
+    folder.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(old["csv"].stat().st_mtime))
+    stem, n = f"{knob}-{stamp}", 1
+    while any((folder / f"{stem}.{ext}").exists() for ext in SWEEP_FILES):
+        n += 1
+        stem = f"{knob}-{stamp}-{n}"
+    for ext, path in old.items():
+        if path.is_file():  # copied, not moved: a reader never finds the file missing
+            shutil.copy2(path, folder / f"{stem}.{ext}")
+    return folder / stem
 
 
 def write_sweep(result: dict, out_dir: Path, extra: dict | None = None) -> None:
-    """``sweeps/<knob>.csv`` (every value × split), ``.md`` (summary), ``.json``, ``.png``."""
+    """``sweeps/<knob>.csv`` (every value × split), ``.md`` (summary), ``.json``, ``.png``; an
+    earlier, different sweep of the knob is kept in ``sweeps/previous/`` (one line says so)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     knob = result["knob"]
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=["value", "split", *METRIC_NAMES])
     writer.writeheader()
     writer.writerows(result["rows"])
+    markdown = _sweep_markdown(result, extra)
+    kept = keep_previous(out_dir, knob, {"csv": table.getvalue(), "md": markdown})
+    if kept is not None:
+        print(f"sweeps: the earlier {knob} sweep differs (other values or results); kept as "
+              f"{kept}.*", flush=True)
     atomic_write_text(out_dir / f"{knob}.csv", table.getvalue())
     summary = {k: result[k] for k in ("knob", "selected", "selected_on", "test_at_selected")}
     summary.update(extra or {})
     write_json(summary, out_dir / f"{knob}.json")
+    atomic_write_text(out_dir / f"{knob}.md", markdown)
+    plot_sweep(result, out_dir / f"{knob}.png")
+
+
+def _sweep_markdown(result: dict, extra: dict | None) -> str:
+    knob = result["knob"]
     note = ("chosen on the balanced validation split" if result["selected_on"] == "val" else
             "WARNING: this run has no validation split, so the value is tuned on test")
     lines = [f"# Sweep of {KNOBS[knob]}", "",
@@ -128,8 +178,7 @@ def write_sweep(result: dict, out_dir: Path, extra: dict | None = None) -> None:
         lines.append(f"- {key}: {value}")
     test_rows = {f"{knob}={r['value']:g}": r for r in result["rows"] if r["split"] == "test"}
     lines += ["", format_table(test_rows, title="test split")]
-    atomic_write_text(out_dir / f"{knob}.md", "\n".join(lines) + "\n")
-    plot_sweep(result, out_dir / f"{knob}.png")
+    return "\n".join(lines) + "\n"
 
 
 def plot_sweep(result: dict, path: Path) -> None:

@@ -41,12 +41,14 @@ from longtail.config import (
 )
 from longtail.data import DataBundle, LongTailSplit, build_data, create_sampler, make_loader
 from longtail.evaluate import collect_outputs, compute_metrics, format_table, write_per_class_csv
+from longtail.loggers import MetricsLog, check_loggers
 from longtail.models import LongTailModel, build_model
 from longtail.models.external import check_pretrained, load_pretrained
 from longtail.registry import BACKBONES, HEADS, LOSSES, SAMPLERS
 from longtail.rundir import RunExistsError, check_run_name, open_run_dir
 
-__all__ = ["RunExistsError", "TrainingDiverged", "evaluate_run", "restore_run", "train"]
+__all__ = ["MetricsLog", "RunExistsError", "TrainingDiverged", "evaluate_run", "restore_run",
+           "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,7 +122,8 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
 
 
 def record_history(run_dir: Path, event: str, **details: Any) -> None:
-    """``history.jsonl``: what was done to a run and when (start, resume, extend)."""
+    """``history.jsonl``: what was done to a run and when (start, resume, extend, diverged); the
+    start and resume events carry ``longtail.provenance.provenance()`` in ``details``."""
     row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "event": event,
            "host": socket.gethostname(), **details}
     with open(run_dir / "history.jsonl", "a") as f:
@@ -154,33 +157,6 @@ def apply_extension(config: Config, extend: dict[str, Any]) -> Config:
     extended = copy.deepcopy(config)
     extended.train.epochs = epochs
     return extended
-
-
-class MetricsLog:
-    """metrics.jsonl always; TensorBoard events too when tensorboard is installed."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            pass
-
-    def write(self, row: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(dumps_strict(row) + "\n")  # strict JSON: NaN becomes null + a reason
-        if self.tb is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value):
-                    self.tb.add_scalar(key, value, row["epoch"])
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,24 +195,30 @@ def load_split(run_dir: Path) -> LongTailSplit:
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           device: str | None = None, progress: bool = True,
-          extend: dict[str, Any] | None = None) -> dict:
+          extend: dict[str, Any] | None = None, overrides: list[str] | None = None) -> dict:
     """Train ``config`` into ``run_dir``; return the final test metrics.
 
     ``resume`` continues the run from its last checkpoint; ``config`` must then be the run's own
     (``config.yaml``), and ``extend`` (``{"train.epochs": N}``) is the one recorded change allowed.
     ``overwrite`` replaces an existing *run* only, and only once this one has started.
+    ``overrides`` (the command's ``--set``) are recorded in ``history.jsonl`` with the versions
+    and the command line.
     Under ``torchrun`` every process calls this: it joins the process group for the run and leaves
     it at the end; rank 0 writes the run directory and returns the metrics, the others return {}."""
     with dist.process_group(resolve_device(device or config.train.device)):
-        return _train(config, Path(run_dir), resume, overwrite, device, progress, extend or {})
+        return _train(config, Path(run_dir), resume, overwrite, device, progress, extend or {},
+                      overrides or [])
 
 
 def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device: str | None,
-           progress: bool, extend: dict[str, Any]) -> dict:
+           progress: bool, extend: dict[str, Any], overrides: list[str]) -> dict:
+    from longtail.provenance import provenance
+
     # Everything that can be wrong with the command is found before the run directory is
-    # touched: names, the saved run on resume, data roots and files, the model's shapes.
+    # touched: names, loggers, the saved run on resume, data roots and files, the model's shapes.
     check_run_name(config.name)
     check_names(config, pretrained=not resume)
+    check_loggers(config.train.loggers)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other: --resume continues "
                          f"the run in '{run_dir}', --overwrite would replace it")
@@ -313,14 +295,16 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
                 write_json({"seed": config.data.subset_seed, "classes": data.train.classes,
                             "image_shape": list(data.image_shape), **data.split.to_dict()},
                            run_dir / "split.json")
-                record_history(run_dir, "start", epochs=tcfg.epochs)
+                record_history(run_dir, "start", epochs=tcfg.epochs, world_size=dist.world_size(),
+                               **provenance(overrides))
             else:
                 done = state["epoch"] if state is not None else 0
                 if extend:
                     save_config(extended, run_dir / "config.yaml")
                     record_history(run_dir, "extend", from_epoch=done, changes={
                         k: [config.train.epochs, v] for k, v in extend.items()})
-                record_history(run_dir, "resume", from_epoch=done, epochs=tcfg.epochs)
+                record_history(run_dir, "resume", from_epoch=done, epochs=tcfg.epochs,
+                               world_size=dist.world_size(), **provenance(overrides))
             run.started()
         dist.barrier()
         return _fit(extended, run_dir, model, data, loss_fn, sampler, loader, optimizer, state,
@@ -346,7 +330,7 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         start_epoch = state["epoch"]
         if dist.is_main_process():
             _truncate_metrics(run_dir / "metrics.jsonl", start_epoch)
-    log = MetricsLog(run_dir) if dist.is_main_process() else None
+    log = MetricsLog(run_dir, config) if dist.is_main_process() else None  # rank 0 only
 
     hooked = [part for part in (loss_fn, sampler, model.head) if hasattr(part, "set_epoch")]
     bar = tqdm(total=(tcfg.epochs - start_epoch) * len(loader), disable=not progress
@@ -406,18 +390,23 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         if dist.is_main_process():
             # Log first: a kill between the two leaves a line that resume truncates, never a
             # checkpointed epoch without its line.
-            log.write(row)
+            log.log(row)
             save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                              "epoch": epoch + 1, "config": config.to_dict()}, ckpt_path)
         dist.barrier()
     bar.close()
-    if log is not None:
-        log.close()
-    replicas = dist.check_replicas(model)  # raises if the processes' models differ
-    if replicas and dist.is_main_process():
-        print(f"longtail: {replicas}", flush=True)
-    return evaluate_run(run_dir, device=str(dev), model=model, data=data, config=config)
+    try:
+        replicas = dist.check_replicas(model)  # raises if the processes' models differ
+        if replicas and dist.is_main_process():
+            print(f"longtail: {replicas}", flush=True)
+        metrics = evaluate_run(run_dir, device=str(dev), model=model, data=data, config=config)
+        if log is not None:
+            log.log_hparams(config, metrics)  # the final test metrics beside the config
+    finally:
+        if log is not None:
+            log.close()
+    return metrics
 
 
 def _stop_diverged(run_dir: Path, config: Config, epoch: int, step: int, steps: int,
@@ -481,9 +470,11 @@ def restore_run(run_dir: Path, device: torch.device) -> tuple[Config, LongTailMo
 
 def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | None = None,
                  model: LongTailModel | None = None, data: DataBundle | None = None,
-                 config: Config | None = None, quiet: bool = False) -> dict:
+                 config: Config | None = None, quiet: bool = False,
+                 out_dir: str | Path | None = None) -> dict:
     """Evaluate on test (and validation when there is one); save metrics, per-class CSV, and the
-    features/logits that post-hoc methods and sweeps reuse. Returns the test metrics."""
+    features/logits that post-hoc methods and sweeps reuse, in ``out_dir`` (default
+    ``RUN/eval``). Returns the test metrics."""
     run_dir = Path(run_dir)
     bad = diverged_event(run_dir)
     if bad is not None:
@@ -504,9 +495,9 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
         if not hasattr(model.head, "alpha"):
             raise ValueError(f"--alpha: head '{config.model.head}' has no TDE strength α")
         model.head.alpha = alpha
-    out_dir = run_dir / "eval"
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
     if dist.is_main_process():
-        out_dir.mkdir(exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for part in ("test", "val"):
         if getattr(data, part) is None:
@@ -521,8 +512,7 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
         if len(outputs["labels"]) != n_expected:
             raise RuntimeError(f"evaluation saw {len(outputs['labels'])} {part} images, "
                                f"expected {n_expected}")
-        metrics = compute_metrics(outputs["logits"].argmax(1), outputs["labels"],
-                                  data.split.counts)
+        metrics = compute_metrics(outputs["logits"], outputs["labels"], data.split.counts)
         metrics["alpha"] = getattr(model.head, "alpha", None)
         save_outputs(outputs, out_dir / f"{part}_outputs.pt")
         write_json(metrics, out_dir / f"{part}_metrics.json")

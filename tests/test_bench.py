@@ -29,6 +29,12 @@ def test_digits_suite_subset_writes_table_and_skips_finished_runs(tmp_path: Path
         rows = list(csv.DictReader(f))
     tde = next(r for r in rows if r["label"] == "De-confound-TDE, α* (val)")
     assert tde["knob"] == "alpha" and tde["values"] != ""
+    # Beside the accuracies: top-5 (10 classes), NLL and ECE, in the CSV; the table shows
+    # top-5 and ECE (NLL stays in the CSV).
+    assert all(float(r["nll"]) > 0 and 0 <= float(r["ece"]) <= 100 and
+               float(r["top5"]) >= float(r["top1"]) for r in rows)
+    assert ("| method | many | medium | few | top-1 | top-5 | balanced error | macro F1 | ECE | "
+            "knob |") in table
     heuristic = next(r for r in rows if r["label"].endswith("authors' heuristic"))
     assert float(heuristic["values"]) > 0
     assert (out / "configs" / "baseline.yaml").exists()

@@ -452,3 +452,121 @@ def test_a_folder_run_normalises_with_its_own_statistics(image_tree, tmp_path):
     train(config, tmp_path / "run", progress=False)
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
     assert (saved["mean"], saved["std"]) == (list(expected[0]), list(expected[1]))
+
+
+# ------------------------------------------------------------------------------------------------
+# In-memory image files of mixed sizes: data.resize (shorter side to data.image_size, centre crop)
+
+
+def ramp(h: int, w: int, offset: int = 0) -> np.ndarray:
+    """An h×w RGB image whose every pixel differs from its neighbours (so a crop shows where)."""
+    rows = np.arange(h).reshape(-1, 1, 1)
+    cols = np.arange(w).reshape(1, -1, 1)
+    chans = np.arange(3).reshape(1, 1, -1)
+    return ((offset + 17 * rows + 5 * cols + 60 * chans) % 256).astype(np.uint8)
+
+
+@pytest.fixture
+def mixed_tree(tmp_path) -> Path:
+    """root/{train,test}/<class>/*.png with 2 (train) and 3 (test) sizes; image_size 6 below."""
+    from PIL import Image
+
+    sizes = {"train": {"a": [(10, 6), (6, 6)], "b": [(10, 6), (6, 6), (6, 6)]},
+             "test": {"a": [(10, 6), (8, 12)], "b": [(6, 6), (4, 4)]}}
+    for split, classes in sizes.items():
+        for name, shapes in classes.items():
+            (tmp_path / "root" / split / name).mkdir(parents=True)
+            for i, (h, w) in enumerate(shapes):
+                Image.fromarray(ramp(h, w, 10 * i)).save(tmp_path / "root" / split / name /
+                                                         f"{i}.png")
+    return tmp_path / "root"
+
+
+def test_mixed_sizes_are_resized_and_centre_cropped(mixed_tree):
+    from PIL import Image
+
+    paths = scan_class_folder(str(mixed_tree / "test")).paths  # a/0 10×6, a/1 8×12, b/0, b/1
+    images, resized = sources.decode_counted(paths, None, "auto", 6)
+    assert tuple(images.shape) == (4, 6, 6, 3)
+    assert resized == 3  # b/0 is 6×6 already: kept as it is
+    # 10×6 (H×W): the shorter side is 6 already, so no interpolation; the centre 6 of the 10
+    # rows are rows 2..7.
+    np.testing.assert_array_equal(images[0].numpy(), ramp(10, 6)[2:8])
+    np.testing.assert_array_equal(images[2].numpy(), ramp(6, 6))
+    # 8×12: the shorter side 8 -> 6, so 12 -> 9 columns (PIL bilinear, as the large-image test
+    # transform), then columns 2..7 of the 9 (left = round((9 - 6) / 2) = 2).
+    wide = np.asarray(Image.fromarray(ramp(8, 12, 10)).resize((9, 6), Image.BILINEAR))
+    np.testing.assert_array_equal(images[1].numpy(), wide[:, 2:8])
+    # 4×4 is scaled up to 6×6.
+    small = np.asarray(Image.fromarray(ramp(4, 4, 10)).resize((6, 6), Image.BILINEAR))
+    np.testing.assert_array_equal(images[3].numpy(), small)
+
+
+def no_decoding(path: str) -> np.ndarray:
+    raise AssertionError(f"decoded '{path}' although it is cached")
+
+
+def test_resized_decode_is_cached_per_size(mixed_tree, tmp_path, monkeypatch, capsys):
+    paths = scan_class_folder(str(mixed_tree / "train")).paths
+    cache = tmp_path / "cache"
+    first = decode_images(paths, str(cache), "auto", 6)
+    assert tuple(first.shape) == (5, 6, 6, 3)
+    (entry,) = cache.glob("decoded-*.pt")
+    with monkeypatch.context() as patch:
+        patch.setattr(sources, "_decode", no_decoding)
+        again, resized = sources.decode_counted(paths, str(cache), "auto", 6)
+        assert torch.equal(again, first) and resized == 2  # the count comes from the cache too
+        with pytest.raises(AssertionError, match="although it is cached"):
+            decode_images(paths, str(cache), "auto", 5)  # another size: not that entry
+    other = decode_images(paths, str(cache), "auto", 5)
+    assert tuple(other.shape) == (5, 5, 5, 3)
+    assert len(list(cache.glob("decoded-*.pt"))) == 2
+    # never: the mixed sizes are an error (no un-resized entry was ever written for them).
+    with pytest.raises(DataError, match="images differ in size.*data.resize: auto") as err:
+        decode_images(paths, str(cache), "never")
+    one_line(err)
+    # A damaged resized entry is rebuilt like any other.
+    entry.write_bytes(entry.read_bytes()[:100])
+    assert torch.equal(decode_images(paths, str(cache), "auto", 6), first)
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_resize_auto_keeps_one_size_and_always_resizes_it(image_tree, tmp_path, monkeypatch):
+    paths = scan_class_folder(str(image_tree / "test")).paths  # all 8×8
+    cache = tmp_path / "cache"
+    plain = decode_images(paths, str(cache), "never")
+    # auto: one size, nothing to do; the un-resized entry is the right one, and is reused.
+    with monkeypatch.context() as patch:
+        patch.setattr(sources, "_decode", no_decoding)
+        assert torch.equal(decode_images(paths, str(cache), "auto", 6), plain)
+    # always: every image, to 6×6, in its own cache entry (the un-resized one is not reused).
+    images, resized = sources.decode_counted(paths, str(cache), "always", 6)
+    assert tuple(images.shape) == (len(paths), 6, 6, 3) and resized == len(paths)
+    assert len(list(cache.glob("decoded-*.pt"))) == 2
+    _, already = sources.decode_counted(paths, None, "always", 8)
+    assert already == 0  # images of the target size are not counted as resized
+
+
+def test_build_data_resizes_a_mixed_folder_and_says_so(mixed_tree, tmp_path, capsys):
+    cfg = DataConfig(dataset="folder", root=str(mixed_tree), profile="none", image_size=6,
+                     cache_dir=str(tmp_path / "cache"))
+    data = build_data(cfg)
+    assert data.image_shape == (3, 6, 6)
+    assert tuple(data.test.images.shape) == (4, 6, 6, 3)
+    out = capsys.readouterr().out
+    assert out.count("longtail: data: resized") == 1
+    assert "resized 5 of 9 images to 6×6 (shorter side to 6, centre crop; data.resize: auto)" \
+        in out
+    with pytest.raises(DataError, match="images differ in size"):
+        build_data(DataConfig(dataset="folder", root=str(mixed_tree), profile="none",
+                              resize="never", cache_dir=str(tmp_path / "cache")))
+
+
+def test_resize_config_values_are_checked():
+    from longtail.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="data.resize must be auto, always or never"):
+        load_config("quickstart", ["data.resize=sometimes"])
+    with pytest.raises(ConfigError, match="data.resize: always resizes image files"):
+        load_config("quickstart", ["data.resize=always"])  # digits
+    assert load_config("quickstart").data.resize == "auto"

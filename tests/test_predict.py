@@ -178,6 +178,30 @@ def test_large_image_runs_resize_and_centre_crop(tiny_run, tmp_path):
     torch.testing.assert_close(batch[0], want)
 
 
+def test_in_memory_runs_resize_other_sizes_as_data_resize_did(tiny_run, tmp_path):
+    """An in-memory run whose images data.resize brought to data.image_size (here the digits'
+    own 8, recorded as the input size) resizes another size the same way; never: an error."""
+    from longtail.data.sources import resize_centre_crop
+    from longtail.explain import normalize
+
+    run_dir = copy_run(tiny_run[0], tmp_path)
+    path = run_dir / "config.yaml"
+    values = yaml.safe_load(path.read_text())
+    values["data"].update(image_size=8)
+    path.write_text(yaml.safe_dump(values))
+    predictor = longtail.load_run(run_dir, device="cpu")
+    assert not predictor.resizes and predictor.resizes_other_sizes
+    pixels = np.arange(12 * 20, dtype=np.uint8).reshape(12, 20)
+    batch = predictor.preprocess([Image.fromarray(pixels)])
+    # 12×20 -> shorter side 8 (8×13), centre 8 columns: the decode-time rule of data.resize.
+    want = torch.from_numpy(resize_centre_crop(pixels, 8))[None, :, :, None]
+    torch.testing.assert_close(batch, normalize(want, predictor.mean, predictor.std))
+    values["data"].update(resize="never")
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ValueError, match="the run takes 8×8 images: resize it first"):
+        longtail.load_run(run_dir, device="cpu").preprocess([Image.fromarray(pixels)])
+
+
 # ---------------------------------------------------------------------------------------------
 # (b) causal heads: TDE at the predictor's α, plain logits at α = 0
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEADER = "| method | top-1 | many | medium | few | balanced error | macro F1 |"
+HEADER = ("| method | top-1 | many | medium | few | balanced error | macro F1 | top-5 | NLL "
+          "| ECE |")
 
 
 def longtail_command() -> list[str]:
@@ -37,8 +38,9 @@ def test_quickstart_as_in_the_readme(tmp_path):
     assert rule.startswith("|---")
     test_cells, val_cells = cells(test_row), cells(val_row)
     assert test_cells[0] == "quickstart (test)" and val_cells[0] == "quickstart (val)"
-    top1, many, medium, few, balanced_error, macro_f1 = (float(c) for c in test_cells[1:])
-    assert top1 > 80
+    top1, many, medium, few, balanced_error, macro_f1, top5, nll, ece = (
+        float(c) for c in test_cells[1:])
+    assert top1 > 80 and top5 >= top1 and nll > 0 and 0 <= ece < 100
     assert min(many, medium, few) > 50  # every shot group is learned, the tail included
     assert balanced_error < 20 and macro_f1 > 80
 
@@ -57,7 +59,7 @@ def test_quickstart_comparison_as_in_the_readme(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert lines[-1].startswith("next: longtail report")
     out = tmp_path / "runs" / "quickstart_lt"
-    start = lines.index(HEADER)
+    start = len(lines) - 1 - lines[::-1].index(HEADER)  # the last table; each run prints its own
     rows = {cells(line)[0]: [float(c) for c in cells(line)[1:]] for line in lines[start + 2:-2]}
     labels = list(rows)
     assert labels[:3] == ["Baseline (linear, cross-entropy)",

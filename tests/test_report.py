@@ -57,7 +57,9 @@ def test_report_files_and_table(runs: list[Path], tmp_path: Path) -> None:
     for row, run in zip(rows, runs):
         test = json.loads((run / "eval/test_metrics.json").read_text())
         assert row[1] == f"{test['top1']:.2f}"
-        assert len(row) == 7
+        # ... macro F1, then top-5, NLL, ECE (digits: 10 classes, so top-5 is there)
+        assert len(row) == 10
+        assert row[7:] == [f"{test['top5']:.2f}", f"{test['nll']:.3f}", f"{test['ece']:.2f}"]
     # Every figure the markdown links exists, by a path relative to the report.
     for link in [line[line.index("(") + 1: -1] for line in markdown.splitlines()
                  if line.startswith("![")]:

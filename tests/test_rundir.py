@@ -444,7 +444,7 @@ def test_a_nan_loss_is_logged_as_strict_json(tmp_path):
     from longtail.train import MetricsLog
 
     log = MetricsLog(tmp_path)
-    log.write({"epoch": 1, "train_loss": float("nan")})
+    log.log({"epoch": 1, "train_loss": float("nan")})
     log.close()
     line = (tmp_path / "metrics.jsonl").read_text().strip()
     assert json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict {c}")) == {

@@ -32,6 +32,14 @@ def test_alpha_sweep_selects_on_validation_and_reports_heuristic(causal_run: Pat
     best = min(r["balanced_error"] for r in val_rows)
     chosen = next(r for r in val_rows if r["value"] == result["selected"])
     assert chosen["balanced_error"] == best
+    # NLL and ECE of the TDE logits at each α, beside the accuracies (they move with α).
+    test_rows = [r for r in result["rows"] if r["split"] == "test"]
+    assert all(r["nll"] > 0 and 0 <= r["ece"] <= 100 and r["top5"] >= r["top1"]
+               for r in test_rows)
+    assert len({round(r["nll"], 6) for r in test_rows}) > 1
+    header = (causal_run / "sweeps" / "alpha.csv").read_text().splitlines()[0]
+    assert header == "value,split,top1,many,medium,few,balanced_error,macro_f1,top5,nll,ece"
+    assert "| top-5 | NLL | ECE |" in (causal_run / "sweeps" / "alpha.md").read_text()
     summary = json.loads((causal_run / "sweeps" / "alpha.json").read_text())
     assert summary["selected"] == result["selected"]
     assert summary["authors_heuristic_alpha"] > 0
@@ -53,7 +61,11 @@ def test_logit_adjust_tau_one_is_logits_minus_log_prior(tiny_run: tuple[Path, di
     counts = torch.tensor(run.counts, dtype=torch.float64)
     adjusted = out["logits"].double() - torch.log(counts / counts.sum())
     expected = 100 * (adjusted.argmax(1) == out["labels"]).double().mean().item()
-    assert math.isclose(evaluate_at(run, "logit_adjust", 1.0)["top1"], expected, abs_tol=1e-9)
+    metrics = evaluate_at(run, "logit_adjust", 1.0)
+    assert math.isclose(metrics["top1"], expected, abs_tol=1e-9)
+    # NLL of the adjusted logits: −log softmax(f − log π) of the true class, averaged.
+    nll = -torch.log_softmax(adjusted, 1).gather(1, out["labels"][:, None]).mean().item()
+    assert math.isclose(metrics["nll"], nll, rel_tol=1e-5)
 
 
 def test_tau_norm_zero_drops_only_the_bias(tiny_run: tuple[Path, dict]) -> None:

@@ -92,7 +92,9 @@ def _read_sources(cfg: DataConfig, seed: int) -> tuple[ImageSet, ImageSet, Image
         train = scan_class_folder(str(Path(cfg.root) / "train"))
         test = scan_class_folder(str(Path(cfg.root) / "test"), classes=train.classes)
         if cfg.in_memory:
-            train, test = load_into_memory(train, cache), load_into_memory(test, cache)
+            train, test = (load_into_memory(part, cache, cfg.resize, cfg.image_size)
+                           for part in (train, test))
+            _report_resized(cfg, [train, test])
         return train, test, None
     if cfg.dataset == "list":
         if cfg.train_list is None or cfg.test_list is None:
@@ -105,11 +107,26 @@ def _read_sources(cfg: DataConfig, seed: int) -> tuple[ImageSet, ImageSet, Image
             if part is not None:
                 check_readable(part.paths)
         if cfg.in_memory:
-            train, test = load_into_memory(train, cache), load_into_memory(test, cache)
-            val = load_into_memory(val, cache) if val is not None else None
+            train, test, val = (None if part is None else
+                                load_into_memory(part, cache, cfg.resize, cfg.image_size)
+                                for part in (train, test, val))
+            _report_resized(cfg, [train, test, val])
         return train, test, val
     raise DataError(f"unknown dataset '{cfg.dataset}': expected digits, cifar10, cifar100, "
                     "folder or list")
+
+
+def _report_resized(cfg: DataConfig, parts: list[ImageSet | None]) -> None:
+    """One line when data.resize changed images (every process decodes; rank 0 says so)."""
+    from longtail import distributed as dist
+
+    parts = [p for p in parts if p is not None]
+    resized = sum(p.resized for p in parts)
+    if resized and dist.is_main_process():
+        s = cfg.image_size
+        print(f"longtail: data: resized {resized:,} of {sum(len(p) for p in parts):,} images to "
+              f"{s}×{s} (shorter side to {s}, centre crop; data.resize: {cfg.resize})",
+              flush=True)
 
 
 def _check_split_fits(split: LongTailSplit, pool: ImageSet, cfg: DataConfig) -> None:

@@ -33,6 +33,9 @@ class ImageSet:
     classes: list[str]
     images: torch.Tensor | None = None
     paths: list[str] | None = None
+    # How many images data.resize changed when they were decoded: reported once, so a subset
+    # does not carry it.
+    resized: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -187,16 +190,40 @@ def _decode(path: str) -> np.ndarray:
         raise DataError(f"cannot read image '{path}': {err}") from None
 
 
-def _read_cache(cache_file: Path, expected: int) -> torch.Tensor | None:
-    """A decode cache entry, or None (after saying why and deleting it) when it is unusable:
-    truncated, not a tensor, or not ``expected`` uint8 RGB images. It is then rebuilt."""
+RESIZE_MODES = ("auto", "always", "never")
+# Part of the cache key of resized decodes: a change of the rule must not reuse old entries.
+RESIZE_RULE = "shorter-side-bilinear-antialias+centre-crop"
+
+
+def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3): the shorter side to ``size`` (bilinear, antialiased),
+    then the centre ``size × size``. The large-image test transform's operations, without its
+    256/224 margin: the stored image also feeds training, whose crops should see all of it."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as F
+
+    resized = F.resize(Image.fromarray(image), [size], antialias=True)
+    return np.array(F.center_crop(resized, [size, size]))  # a writable copy
+
+
+def _read_cache(cache_file: Path, expected: int,
+                size: int | None = None) -> tuple[torch.Tensor, int] | None:
+    """A decode cache entry and how many of its images were resized, or None (after saying why
+    and deleting it) when it is unusable: truncated, not what was written, or not ``expected``
+    uint8 RGB images (of ``size`` × ``size`` for a resized entry). It is then rebuilt."""
     try:
-        images = torch.load(cache_file, weights_only=True)
-        if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
-                and images.dim() == 4 and images.shape[0] == expected and images.shape[3] == 3):
+        entry = torch.load(cache_file, weights_only=True)
+        resized = 0
+        if size is not None:  # resized entries: {"images": tensor, "resized": count}
+            if not (isinstance(entry, dict) and isinstance(entry.get("resized"), int)):
+                raise ValueError("not a resized decode (images and their count)")
+            entry, resized = entry.get("images"), entry["resized"]
+        if not (isinstance(entry, torch.Tensor) and entry.dtype == torch.uint8
+                and entry.dim() == 4 and entry.shape[0] == expected and entry.shape[3] == 3
+                and (size is None or tuple(entry.shape[1:3]) == (size, size))):
             raise ValueError("not the expected uint8 (N, H, W, 3) tensor of "
                              f"{expected} images")
-        return images
+        return entry, resized
     except Exception as err:  # truncated zip, foreign pickle, wrong content
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         print(f"longtail: decode cache '{cache_file}' is corrupt ({reason}): deleting and "
@@ -205,34 +232,69 @@ def _read_cache(cache_file: Path, expected: int) -> torch.Tensor | None:
         return None
 
 
-def decode_images(paths: list[str], cache_dir: str | None = None) -> torch.Tensor:
-    """Decode same-sized images into one uint8 tensor (N, H, W, 3), cached on disk by content key
-    (paths, sizes and modification times) so the second load takes seconds."""
-    cache_file = None
+def decode_images(paths: list[str], cache_dir: str | None = None, resize: str = "never",
+                  size: int | None = None) -> torch.Tensor:
+    """Decode images into one uint8 tensor (N, H, W, 3), cached on disk by content key (paths,
+    sizes and modification times) so the second load takes seconds.
+
+    ``resize`` (``data.resize``), to ``size`` × ``size`` by ``resize_centre_crop``: ``never``:
+    images of different sizes are an error; ``auto``: they are all resized only if they differ;
+    ``always``: every image is."""
+    return decode_counted(paths, cache_dir, resize, size)[0]
+
+
+def decode_counted(paths: list[str], cache_dir: str | None = None, resize: str = "never",
+                   size: int | None = None) -> tuple[torch.Tensor, int]:
+    """``decode_images`` and how many images were resized (those not ``size`` × ``size``)."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got '{resize}'")
+    if resize != "never" and (size is None or size < 1):
+        raise ValueError(f"resize '{resize}' needs a size >= 1, got {size}")
+    raw_file = resized_file = None
     if cache_dir is not None:
         key = hashlib.sha256()
         for p in paths:
             st = os.stat(p)
             key.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        cache_file = Path(cache_dir) / f"decoded-{key.hexdigest()[:24]}.pt"
-        if cache_file.exists():
-            cached = _read_cache(cache_file, len(paths))
-            if cached is not None:
-                return cached
+        digest = key.hexdigest()
+        raw_file = Path(cache_dir) / f"decoded-{digest[:24]}.pt"
+        # Resized decodes have their own key, with the size and the rule: an un-resized decode
+        # (or one at another size) is never served for them.
+        resized_key = hashlib.sha256(f"{digest}|{RESIZE_RULE}|{size}".encode()).hexdigest()
+        resized_file = Path(cache_dir) / f"decoded-{resized_key[:24]}.pt"
+        # A raw entry is only ever written for images of one size, which auto keeps as they are.
+        lookup = {"never": [raw_file], "auto": [raw_file, resized_file],
+                  "always": [resized_file]}[resize]
+        for cache_file in lookup:
+            if cache_file.exists():
+                cached = _read_cache(cache_file, len(paths),
+                                     size if cache_file == resized_file else None)
+                if cached is not None:
+                    return cached
+    resized = 0
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         arrays = list(pool.map(_decode, paths, chunksize=256))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"images differ in size ({sorted(shapes)[:3]}...): use data.in_memory: "
-                        "false (resize on the fly) for such data")
+        shapes = {a.shape for a in arrays}
+        resizing = resize == "always" or (resize == "auto" and len(shapes) > 1)
+        if resizing:
+            todo = [i for i, a in enumerate(arrays) if a.shape[:2] != (size, size)]
+            for i, array in zip(todo, pool.map(lambda i: resize_centre_crop(arrays[i], size),
+                                               todo, chunksize=64)):
+                arrays[i] = array
+            resized = len(todo)
+        elif len(shapes) > 1:
+            raise DataError(f"images differ in size ({sorted(shapes)[:3]}...): set data.resize: "
+                            "auto to resize them once to data.image_size, or data.in_memory: "
+                            "false to resize on the fly")
     images = torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 0, 0, 3,
                                                                            dtype=torch.uint8)
+    cache_file = resized_file if resizing else raw_file
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")  # processes never share a temp
-        torch.save(images, tmp)
+        torch.save({"images": images, "resized": resized} if resizing else images, tmp)
         os.replace(tmp, cache_file)
-    return images
+    return images, resized
 
 
 def scan_class_folder(root: str, classes: list[str] | None = None) -> ImageSet:
@@ -293,12 +355,15 @@ def check_readable(paths: list[str]) -> None:
             raise DataError(f"image '{p}' does not exist")
 
 
-def load_into_memory(images: ImageSet, cache_dir: str | None) -> ImageSet:
-    """Decode a path-based set into the uint8 tensor form."""
+def load_into_memory(images: ImageSet, cache_dir: str | None, resize: str = "never",
+                     size: int | None = None) -> ImageSet:
+    """Decode a path-based set into the uint8 tensor form (``resize``, ``size``: see
+    ``decode_images``)."""
     if images.images is not None:
         return images
     assert images.paths is not None
-    return ImageSet(labels=images.labels, classes=images.classes,
-                    images=decode_images(images.paths, cache_dir), paths=images.paths)
+    decoded, resized = decode_counted(images.paths, cache_dir, resize, size)
+    return ImageSet(labels=images.labels, classes=images.classes, images=decoded,
+                    paths=images.paths, resized=resized)
 
 
