@@ -111,9 +111,8 @@ def _missing(err: ModuleNotFoundError, name: str) -> bool:
     return err.name is not None and (name == err.name or name.startswith(err.name + "."))
 
 
-def _import_module(name: str) -> ModuleType:
-    if not all(part.isidentifier() for part in name.split(".")):
-        raise ConfigError(f"imports: '{name}' is neither a dotted module name nor a .py file")
+def _try_import(name: str) -> ModuleType | None:
+    """The module, or None when it is not there; an error inside it is a one-line failure."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as err:
@@ -121,19 +120,22 @@ def _import_module(name: str) -> ModuleType:
             raise _failed(name, err) from None
     except Exception as err:
         raise _failed(name, err) from None
+    return None
+
+
+def _import_module(name: str) -> ModuleType:
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise ConfigError(f"imports: '{name}' is neither a dotted module name nor a .py file")
+    module = _try_import(name)
     # The ``longtail`` console script does not put the current directory on sys.path (python -m
     # does): a module next to the user's config would not be found. Look there too.
     cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
+    if module is None and cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)
         importlib.invalidate_caches()  # the finders may have listed the folder before
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if not _missing(err, name):
-                raise _failed(name, err) from None
-        except Exception as err:
-            raise _failed(name, err) from None
+        module = _try_import(name)
+    if module is not None:
+        return module
     raise ConfigError(f"imports: no module named '{name}' on the Python path or in the current "
                       "directory (install it, add its folder to PYTHONPATH, or give the path of "
                       "its .py file)")

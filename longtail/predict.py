@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -226,13 +225,6 @@ def input_size(config: Any, split: dict | None = None) -> tuple[int, int] | None
     return _peek_size(d)
 
 
-def _check_alpha(alpha: float | None) -> None:
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
-                              or not (math.isfinite(alpha) and alpha >= 0)):
-        raise ValueError(f"--alpha {alpha}: the TDE strength must be a finite number >= 0 "
-                         "(0 is plain De-confound inference)")
-
-
 def _selected_tau(run_dir: Path) -> float:
     """τ that ``longtail sweep --method logit_adjust`` selected for this run."""
     from longtail.checkpoint import read_json
@@ -263,17 +255,12 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None,
     from longtail.config import load_run_config
     from longtail.data import DEFAULT_STATS
     from longtail.models import build_model
-    from longtail.train import TrainingDiverged, diverged_event, resolve_device
+    from longtail.train import check_alpha, check_not_diverged, resolve_device
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    bad = diverged_event(run_dir)
-    if bad is not None:
-        raise TrainingDiverged(
-            f"run '{run_dir}' stopped with a non-finite loss at epoch {bad.get('epoch')}, step "
-            f"{bad.get('step')} (history.jsonl): its model is not a result; train a new run "
-            "with a lower optim.lr")
-    _check_alpha(alpha)
+    check_not_diverged(run_dir)
+    check_alpha(alpha)
     split_path = run_dir / "split.json"
     split = read_json(split_path, "split file")
     if not isinstance(split, dict) or not isinstance(split.get("classes"), list) or \

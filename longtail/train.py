@@ -439,6 +439,24 @@ def diverged_event(run_dir: Path) -> dict | None:
     return last if last is not None and last.get("event") == "diverged" else None
 
 
+def check_not_diverged(run_dir: Path) -> None:
+    """A run whose training stopped on a non-finite loss is no result: eval/predict refuse it."""
+    bad = diverged_event(run_dir)
+    if bad is not None:
+        raise TrainingDiverged(
+            f"run '{run_dir}' stopped with a non-finite loss at epoch {bad.get('epoch')}, step "
+            f"{bad.get('step')} (history.jsonl): its model is not a result; train a new run "
+            "with a lower optim.lr")
+
+
+def check_alpha(alpha: float | None) -> None:
+    """A TDE strength, when given, is a finite number >= 0."""
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                              or not (math.isfinite(alpha) and alpha >= 0)):
+        raise ValueError(f"--alpha {alpha}: the TDE strength must be a finite number >= 0 "
+                         "(0 is plain De-confound inference)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation of a run
 
@@ -476,21 +494,14 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
     features/logits that post-hoc methods and sweeps reuse, in ``out_dir`` (default
     ``RUN/eval``). Returns the test metrics."""
     run_dir = Path(run_dir)
-    bad = diverged_event(run_dir)
-    if bad is not None:
-        raise TrainingDiverged(
-            f"run '{run_dir}' stopped with a non-finite loss at epoch {bad.get('epoch')}, step "
-            f"{bad.get('step')} (history.jsonl): its model is not a result; train a new run "
-            "with a lower optim.lr")
+    check_not_diverged(run_dir)
     if model is None or data is None or config is None:
         dev = resolve_device(device or "auto")
         config, model, data = restore_run(run_dir, dev)
     else:
         dev = next(model.parameters()).device
     alpha = alpha if alpha is not None else config.eval.alpha
-    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"--alpha {alpha}: the TDE strength must be a finite number >= 0 "
-                         "(0 is plain De-confound inference)")
+    check_alpha(alpha)
     if alpha is not None:
         if not hasattr(model.head, "alpha"):
             raise ValueError(f"--alpha: head '{config.model.head}' has no TDE strength α")
