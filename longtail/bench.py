@@ -35,9 +35,14 @@ class TrainedMethod:
     key: str  # run directory name
     overrides: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
-    # Decoupling stage 2: the method of ``<suite config>_<stage2>.yaml`` on run ``init``'s model.
+    # Decoupling stage 2: the method of ``<suite config>_<recipe or stage2>.yaml`` (else the
+    # stage2 defaults) on run ``init``'s model.
     stage2: str | None = None
     init: str = "baseline"
+    # Fine-tuning from run ``init`` (``train.init``): ``<suite config>_<recipe>.yaml`` when it is
+    # shipped, else the suite config with ``overrides``.
+    finetune: bool = False
+    recipe: str | None = None
     # Extra overrides under one budget only: a paper's own recipe where it differs from the
     # suite's (the TDE authors train BBN's ResNet-32 at batch 256, lr 0.2).
     budget_overrides: dict[str, list[str]] = field(default_factory=dict)
@@ -57,6 +62,16 @@ CAUSAL = "{num_heads: 2, tau: 16.0, gamma: 0.03125, momentum: 0.9, alpha: 1.0}"
 # The TDE authors' CIFAR recipe (their config CIFAR10_LT/causal_norm_32.yaml, methods.md §8).
 TDE_PAPER_RECIPE = ["model.backbone=resnet32_bbn", "train.batch_size=256", "optim.lr=0.2",
                     "optim.warmup_mode=epoch", "optim.warmup_start_factor=0.3333333333333333"]
+
+# OLTR stage 2 where no <config>_oltr.yaml is shipped: the shipped CIFAR recipe, with 2/3 of the
+# stage-1 epochs and the lr steps at 1/3 and 2/3 of them.
+OLTR_RECIPE = ["model.head=meta_embedding",
+               "model.head_args={scale: 16.0, reach_scale: 10.0, loss_weight: 0.01}",
+               "model.attention=modulated", "optim.lr=0.1",
+               "optim.lr_scales={backbone: 0.1, head.centroids: 0.1}", "optim.warmup_epochs=0",
+               "optim.schedule=multistep", "optim.milestones=[{oltr_m1}, {oltr_m2}]",
+               "optim.gamma=0.1", "train.epochs={oltr_epochs}", "train.sampler=class_aware",
+               "train.sampler_args={num_samples_cls: 4, epoch_size: dataset}"]
 
 CIFAR_METHODS = [
     TrainedMethod("baseline", [], [
@@ -95,6 +110,11 @@ CIFAR_METHODS = [
         Row("Capsule (squash ‖x‖²/(1+‖x‖²))", "alpha", 0.0),
         Row("Capsule-TDE, α* (val)", "alpha", "val"),
     ]),
+    # OLTR's stage 2 fine-tunes the baseline (methods.md §11); Decouple-OLTR is cRT on it.
+    TrainedMethod("oltr", OLTR_RECIPE, [Row("OLTR (stage 2 on the baseline)")], finetune=True,
+                  recipe="oltr"),
+    TrainedMethod("decouple_oltr", stage2="crt", recipe="decouple_oltr", init="oltr",
+                  rows=[Row("Decouple-OLTR (cRT on OLTR's backbone)")]),
 ]
 
 SUITES = {
@@ -142,6 +162,12 @@ def run_suite(suite_name: str, budget: str = "cpu", seeds: list[int] | None = No
             resume = (run_dir / "checkpoints" / "last.pt").exists()
             print(f"[bench] {method.key} seed {seed}: {'resuming' if resume else 'training'} "
                   f"in {run_dir}", flush=True)
+            if method.finetune:
+                from longtail.config import load_run_config
+
+                # A resumed fine-tuning run continues with its own resolved config.
+                config = load_run_config(run_dir) if resume else config
+                config.train.init = str(run_base / method.init / f"seed{seed}")
             train(config, run_dir, resume=resume, overwrite=not resume, device=device,
                   progress=sys.stderr.isatty())
     out_dir = Path(results_root) / f"{tag}" if budget == "cpu" else Path(results_root) / (
@@ -165,16 +191,25 @@ def method_config(suite_name: str, budget: str, method: TrainedMethod, seed: int
         common.append(f"data.root={data_root}")
     if ratio:
         common.append(f"data.imbalance_ratio={ratio}")
+    name = f"{base}_{method.recipe or method.stage2}"
     if method.stage2 is not None:
         # The shipped stage-2 recipe for this budget, else the defaults of `stage2`.
-        name = f"{base}_{method.stage2}"
         if name in shipped_configs():
             return load_config(name, common)
         return load_config(base, common + [f"stage2.method={method.stage2}"])
+    if method.finetune and name in shipped_configs():
+        return load_config(name, common)
     epochs = load_config(base, common).train.epochs
     # Schedules given as a fraction of training (DRW at 80%) follow the budget.
-    own = [o.replace("{drw_epoch}", str(round(0.8 * epochs)))
-           for o in method.overrides_for(budget)]
+    fractions = {"{drw_epoch}": round(0.8 * epochs),
+                 "{oltr_epochs}": max(1, round(2 * epochs / 3)),
+                 "{oltr_m1}": max(1, round(2 * epochs / 9)),
+                 "{oltr_m2}": max(1, round(4 * epochs / 9))}
+    own = []
+    for o in method.overrides_for(budget):
+        for key, value in fractions.items():
+            o = o.replace(key, str(value))
+        own.append(o)
     return load_config(base, common + own)
 
 
@@ -186,7 +221,7 @@ def command_line() -> str:
 # Results: one table for the suite
 
 
-PAPER_TOP1 = {  # methods.md §9: their numbers, top-1 %, ResNet-32, r = 100 / 50 / 10
+PAPER_TOP1 = {  # methods.md §11: their numbers, top-1 %, ResNet-32, r = 100 / 50 / 10
     "cifar10_lt": {
         "Focal": (70.4, 76.7, 86.7), "CB loss": (74.6, 79.3, 87.1), "LDAM": (77.0, 81.0, 88.2),
         "BBN": (79.8, 82.2, 88.3), "De-confound": (71.7, 77.8, 86.8),
@@ -414,7 +449,7 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
     paper = PAPER_TOP1.get(suite_name)
     if paper:
         which = {100: 0, 50: 1, 10: 2}.get(int(ratio or 100))
-        lines += ["", "Their numbers (methods.md §9: the papers' tables, 200 epochs, ResNet-32; "
+        lines += ["", "Their numbers (methods.md §11: the papers' tables, 200 epochs, ResNet-32; "
                   "**not measured here**), top-1 at this ratio:", "",
                   "| method (paper) | top-1 |", "|---|---|"]
         lines += [f"| {name} | {vals[which]:.1f} |" for name, vals in paper.items()]

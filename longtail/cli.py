@@ -56,7 +56,8 @@ def _launch_workers(args: argparse.Namespace, config_device: str) -> None:
     if n == 1:
         return
     if getattr(args, "init", None):
-        raise ValueError("--nproc: decoupling stage 2 (--init) runs in one process")
+        raise ValueError("--nproc: a run started with --init (stage 2, fine-tuning) uses one "
+                         "process")
     import torch
 
     from longtail.train import resolve_device
@@ -137,7 +138,13 @@ def _train(args: argparse.Namespace) -> None:
 
         check_run_name(config.name)
         run_dir = Path("runs") / config.name
-    if args.init or config.stage2.method:
+    if args.init and not config.stage2.method:
+        # A config without a stage2 section fine-tunes from the run (longtail.finetune).
+        if args.resume:
+            raise ValueError("--init starts a new run from RUN_DIR; --resume continues one "
+                             "(its config.yaml records train.init): drop --init")
+        config.train.init = args.init
+    elif args.init or config.stage2.method:
         # Decoupling stage 2 on a finished run (methods.md §7): its own short entry point.
         from longtail.decouple import train_stage2
 
@@ -240,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: train the run to N epochs; recorded in config.yaml and "
                    "history.jsonl")
     p.add_argument("--init", metavar="RUN_DIR",
-                   help="decoupling stage 2 (config with a stage2 section) on this finished run")
+                   help="start from this finished run: decoupling stage 2 when the config has "
+                   "a stage2 section, else fine-tuning (its split, data and backbone; e.g. "
+                   "OLTR's stage 2)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run (only a longtail run directory; the old run is "
                    "deleted once the new one has started)")

@@ -39,6 +39,10 @@ class DataConfig:
     subset_seed: int = 0  # which images the long-tailed subset keeps
     val_per_class: int = 0  # balanced validation split carved from images the subset did not keep
     test_per_class: int = 0  # digits only: balanced held-out test images per class
+    # Open-set evaluation (OLTR, methods.md §11): the last open_classes classes of the source
+    # (by class index) are held out of training and validation; their test images form the
+    # open test set, which the model should reject as unknown.
+    open_classes: int = 0
     # crop_flip | crop (no flip: digits, signs, text) | flip | none | imagenet (large images)
     augment: str = "crop_flip"
     crop_padding: int = 4
@@ -65,6 +69,11 @@ class ModelConfig:
     # .safetensors state dict, a longtail checkpoint or run directory). Resumes and rebuilt runs
     # take their own checkpoint instead.
     pretrained: bool | str = False
+    # OLTR's modulated attention on the backbone's last feature map (methods.md §11): none |
+    # modulated. attention_args: map_size [H, W] (null: measured from the data's image size and
+    # recorded in config.yaml), reduction (2).
+    attention: str = "none"
+    attention_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +100,9 @@ class OptimConfig:
     # Linear scaling rule: when set, the lr used is lr × train.batch_size / lr_reference_batch
     # (lr is then the lr at this global batch); null: lr as given.
     lr_reference_batch: int | None = None
+    # lr multipliers by parameter-name prefix, the longest matching prefix wins, e.g. OLTR's
+    # stage 2: {backbone: 0.1, head.centroids: 0.1} (backbone and centroids at lr/10).
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +117,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_every: int = 0  # evaluate on test every N epochs during training (0: only at the end)
     log_every: int = 50  # steps between progress-bar loss updates (each one is a host sync)
+    # Fine-tune from this finished run (``train --init RUN`` with a config that has no stage2
+    # section): its split, data settings and backbone weights; a head that can initialise
+    # itself from it does (OLTR: memory = class centroids). null: a run from scratch.
+    init: str | None = None
     sync_batchnorm: bool = False  # torchrun on CUDA: BatchNorm statistics over the global batch
     # Where per-epoch rows and final metrics go (rank 0 only): jsonl (metrics.jsonl, always
     # written: resume and report read it), csv (metrics.csv), tensorboard (only when installed),
@@ -115,6 +131,12 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     alpha: float | None = None  # TDE strength at test time; None: the head's own value
+    # Open-set rejection (data.open_classes > 0): an image is "unknown" when its score is below
+    # the threshold. max_prob: the top softmax probability (OLTR's code; threshold 0.1 when
+    # null); reachability: the meta-embedding head's γ (threshold null: the value that keeps 95%
+    # of the validation images, chosen on them).
+    open_score: str = "max_prob"
+    open_threshold: float | None = None
 
 
 @dataclass
@@ -430,6 +452,18 @@ def validate(config: Config) -> None:
         (t.precision in ("bf16", "fp16", "fp32"),
          f"train.precision must be bf16, fp16 or fp32, got '{t.precision}'"),
     ]
+    checks.append((d.open_classes >= 0, f"data.open_classes must be >= 0, got {d.open_classes}"))
+    checks.append((config.eval.open_score in ("max_prob", "reachability"),
+                   f"eval.open_score must be max_prob or reachability, got "
+                   f"{config.eval.open_score!r}"))
+    checks.append((config.model.attention in ("none", "modulated"),
+                   f"model.attention must be none or modulated, got {config.model.attention!r}"))
+    unknown = set(config.model.attention_args) - {"map_size", "reduction"}
+    checks.append((not unknown, f"unknown model.attention_args key(s) {sorted(unknown)}: "
+                   "expected map_size, reduction"))
+    for prefix, scale in o.lr_scales.items():
+        checks.append((isinstance(scale, (int, float)) and scale >= 0,
+                       f"optim.lr_scales.{prefix} must be a number >= 0, got {scale!r}"))
     for name in t.loggers:
         checks.append((name in LOGGERS, f"unknown logger '{name}' (train.loggers): "
                        f"{did_you_mean(str(name), list(LOGGERS))}"))

@@ -146,7 +146,7 @@ def _differences(a: object, b: object, prefix: str) -> list[str]:
     return [f"{prefix}.{k}" for k in da if da[k] != db.get(k)]
 
 
-def _check_finished(init_dir: Path, stage1: Config) -> None:
+def check_finished(init_dir: Path, stage1: Config) -> None:
     """A stage-1 run killed half-way would give stage 2 a half-trained backbone."""
     path = init_dir / "metrics.jsonl"
     lines = [line for line in path.read_text().splitlines() if line] if path.exists() else []
@@ -188,15 +188,10 @@ class _Stage2Run:
     def features(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features (float32) and labels of ``part`` on the device, in dataset order, in
         eval mode and without augmentation."""
-        loader = make_loader(self.data, part, self.config.data, 2 * self.config.train.batch_size,
-                             self.dev, channels_last=self.config.train.channels_last)
-        feats, labels = [], []
-        self.model.backbone.eval()
-        with torch.no_grad():
-            for images, targets in loader:
-                feats.append(self.embed(images))
-                labels.append(targets)
-        return torch.cat(feats), torch.cat(labels)
+        from longtail.finetune import extract_features
+
+        return extract_features(self.model.backbone, self.data, part, self.config, self.dev,
+                                self.amp)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         from longtail.train import autocast
@@ -406,7 +401,7 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
         raise ValueError("stage 2 must write a new run directory, not the --init one: pass --out")
     dev = resolve_device(device or config.train.device)
     stage1, model, data = restore_run(init_dir, dev)
-    _check_finished(init_dir, stage1)
+    check_finished(init_dir, stage1)
     _check_applicable(config.stage2, model, data)
     changed = _differences(config.data, stage1.data, "data") + [
         k for k in _differences(config.model, stage1.model, "model")

@@ -41,9 +41,11 @@ from longtail.config import (
 )
 from longtail.data import DataBundle, LongTailSplit, build_data, create_sampler, make_loader
 from longtail.evaluate import collect_outputs, compute_metrics, format_table, write_per_class_csv
+from longtail.finetune import InitRun
 from longtail.loggers import MetricsLog, check_loggers
-from longtail.models import LongTailModel, build_model
+from longtail.models import LongTailModel, build_model, create_backbone
 from longtail.models.external import check_pretrained, load_pretrained
+from longtail.models.oltr import feature_map_size
 from longtail.registry import BACKBONES, HEADS, LOSSES, SAMPLERS
 from longtail.rundir import RunExistsError, check_run_name, open_run_dir
 
@@ -171,12 +173,43 @@ def build_loss(config: Config, data: DataBundle, device: torch.device) -> torch.
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
                     batch_size: int | None = None) -> torch.optim.Optimizer:
-    """SGD; with ``optim.lr_reference_batch`` the lr scales linearly with the global batch."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """SGD; with ``optim.lr_reference_batch`` the lr scales linearly with the global batch;
+    ``optim.lr_scales`` gives parameter groups their own multiple of it."""
     lr = cfg.lr * batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch and batch_size \
         else cfg.lr
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
+    return torch.optim.SGD(param_groups(model, cfg.lr_scales, lr), lr=lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+
+
+def param_groups(model: torch.nn.Module, scales: dict[str, float], lr: float) -> list[dict]:
+    """Trainable parameters grouped by lr: each takes the scale of the longest prefix of
+    ``scales`` that matches its name (a whole dotted component: ``head`` matches ``head.fc``, not
+    ``heads``), 1 when none does. A prefix that matches no parameter is an error (a typo would
+    otherwise train at the wrong lr silently)."""
+    def matches(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for prefix in scales:
+        if not any(matches(n, prefix) for n, _ in named):
+            raise ConfigError(f"optim.lr_scales: '{prefix}' matches no trainable parameter "
+                              "(prefixes are parameter names such as backbone, head, "
+                              "head.centroids)")
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, param in named:
+        hits = [p for p in scales if matches(name, p)]
+        scale = float(scales[max(hits, key=len)]) if hits else 1.0
+        groups.setdefault(scale, []).append(param)
+    return [{"params": params, "lr": lr * scale, "lr_scale": scale}
+            for scale, params in groups.items()]
+
+
+def base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The current lr before ``optim.lr_scales`` (what the schedule sets and the logs show)."""
+    for group in optimizer.param_groups:
+        if group.get("lr_scale", 1.0) > 0:
+            return group["lr"] / group.get("lr_scale", 1.0)
+    return optimizer.param_groups[0]["lr"]
 
 
 def load_split(run_dir: Path) -> LongTailSplit:
@@ -244,6 +277,10 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
         split = load_split(run_dir)
     if extend:
         apply_extension(config, extend)  # a bad --extend fails before any work
+    init = None
+    if config.train.init is not None and not resume:
+        init = InitRun.open(Path(config.train.init), config)
+        config, split = init.adopt(config)
     dev = dist.local_device(resolve_device(device or config.train.device))
     amp = autocast_dtype(config.train.precision)
     torch.manual_seed(config.train.seed)
@@ -256,6 +293,12 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
         # are recorded in config.yaml, so eval, sweeps and a resume normalise as training did.
         config = copy.deepcopy(config)
         config.data.mean, config.data.std = list(data.mean), list(data.std)
+    if config.model.attention != "none" and "map_size" not in config.model.attention_args:
+        # Measured, not chosen: recorded in config.yaml so eval and predict rebuild the model.
+        config = copy.deepcopy(config)
+        trunk = create_backbone(config.model.backbone, data.image_shape[0],
+                                **config.model.backbone_args)
+        config.model.attention_args["map_size"] = feature_map_size(trunk, data.image_shape)
     extended = apply_extension(config, extend) if extend else config
     tcfg = extended.train
 
@@ -265,7 +308,13 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
     if not (resume and ckpt_path.exists()):  # a resumed run's weights are in its checkpoint
         with dist.main_process_first():  # one process downloads into the library's cache
             load_pretrained(model.backbone, config.model)
+    if data.open_test is not None and config.eval.open_score == "reachability" and \
+            not hasattr(model.head, "reachability"):
+        raise ConfigError(f"eval.open_score: reachability needs the meta_embedding head, not "
+                          f"{config.model.head}")
     model = model.to(dev)
+    if init is not None:
+        init_notes = init.start(model, data, config, dev, amp)
     memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     loss_fn = build_loss(extended, data, dev)
@@ -297,6 +346,8 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
                            run_dir / "split.json")
                 record_history(run_dir, "start", epochs=tcfg.epochs, world_size=dist.world_size(),
                                **provenance(overrides))
+                if init is not None:
+                    record_history(run_dir, "init", run=str(init.run_dir), done=init_notes)
             else:
                 done = state["epoch"] if state is not None else 0
                 if extend:
@@ -333,6 +384,7 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
     log = MetricsLog(run_dir, config) if dist.is_main_process() else None  # rank 0 only
 
     hooked = [part for part in (loss_fn, sampler, model.head) if hasattr(part, "set_epoch")]
+    auxiliary = getattr(model.head, "auxiliary_loss", None)
     bar = tqdm(total=(tcfg.epochs - start_epoch) * len(loader), disable=not progress
                or not dist.is_main_process(), desc=config.name, unit="batch", dynamic_ncols=True)
     for epoch in range(start_epoch, tcfg.epochs):
@@ -341,7 +393,7 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         loader.set_epoch(epoch)
         # TDE heads with momentum_schedule: lr_linked take μ from this epoch's first lr
         # (methods.md §7; the TDE authors' large-dataset rule).
-        epoch_lr = optimizer.param_groups[0]["lr"]  # the lr of this epoch's first step
+        epoch_lr = base_lr(optimizer)  # the lr of this epoch's first step
         if hasattr(model.head, "set_epoch_lr"):
             model.head.set_epoch_lr(epoch_lr)
         train_model.train()
@@ -357,6 +409,8 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
             with autocast(dev, amp):
                 logits = train_model(images)
                 loss = loss_fn(logits.float(), labels)
+                if auxiliary is not None:  # a head's own training term (OLTR's centroid loss)
+                    loss = loss + auxiliary(labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -470,6 +524,30 @@ def evaluate_model(model: LongTailModel, data: DataBundle, config: Config, dev: 
     return compute_metrics(outputs["logits"].argmax(1), outputs["labels"], data.split.counts)
 
 
+def _open_set(config: Config, model: LongTailModel, outputs: dict[str, dict],
+              out_dir: Path) -> dict:
+    """Open-set rejection on the known test images and the held-out classes' images
+    (``data.open_classes``): ``open_set.json``, and the F-measure for the test metrics."""
+    from longtail.openset import choose_threshold, open_set_metrics, scores
+
+    kind = config.eval.open_score
+    score = {part: scores(kind, o["logits"], o["features"], model.head)
+             for part, o in outputs.items()}
+    threshold, source = config.eval.open_threshold, "eval.open_threshold"
+    if threshold is None:
+        threshold, source = choose_threshold(kind, score.get("val"))
+    test = outputs["test"]
+    metrics = open_set_metrics(test["logits"], test["labels"], score["test"],
+                               score["open_test"], threshold)
+    metrics.update({"score": kind, "threshold_source": source,
+                    "open_images": len(score["open_test"]), "known_images": len(score["test"])})
+    write_json(metrics, out_dir / "open_set.json")
+    print(f"longtail: open set: F-measure {metrics['f_measure']:.2f} ({kind} < {threshold:.4g}, "
+          f"{source}; {metrics['open_rejected']:.1f}% of {metrics['open_images']} unknown and "
+          f"{metrics['known_rejected']:.1f}% of the known test images rejected)", flush=True)
+    return {"open_f_measure": metrics["f_measure"]}
+
+
 def restore_run(run_dir: Path, device: torch.device) -> tuple[Config, LongTailModel, DataBundle]:
     """Config, trained model and the exact data split of a run directory."""
     run_dir = Path(run_dir)
@@ -509,8 +587,8 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
     if dist.is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for part in ("test", "val"):
+    results, collected = {}, {}
+    for part in ("test", "val", "open_test"):
         if getattr(data, part) is None:
             continue
         loader = make_loader(data, part, config.data, 2 * config.train.batch_size, dev,
@@ -518,6 +596,11 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
         outputs = dist.gather_outputs(collect_outputs(model, loader, dev,
                                                       autocast_dtype(config.train.precision)))
         if not dist.is_main_process():
+            continue
+        collected[part] = outputs
+        if part == "open_test":
+            results["test"].update(_open_set(config, model, collected, out_dir))
+            write_json(results["test"], out_dir / "test_metrics.json")
             continue
         n_expected = len(getattr(data, part))
         if len(outputs["labels"]) != n_expected:

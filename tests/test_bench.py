@@ -57,6 +57,24 @@ def test_digits_suite_subset_writes_table_and_skips_finished_runs(tmp_path: Path
     assert "deconfound" not in (subset / "results.md").read_text()
 
 
+def test_oltr_rows_fine_tune_the_baseline_then_decouple(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    out = run_suite("digits_lt", "cpu", [0], runs_root=str(runs),
+                    methods=["baseline", "oltr", "decouple_oltr"],
+                    results_root=str(tmp_path / "results"), overrides=FAST)
+    table = (out / "results.md").read_text()
+    assert "| OLTR (stage 2 on the baseline) |" in table
+    assert "| Decouple-OLTR (cRT on OLTR's backbone) |" in table
+    base = runs / "digits_lt_cpu"
+    oltr = load_config(str(base / "oltr" / "seed0" / "config.yaml"))
+    assert oltr.train.init == str((base / "baseline" / "seed0").resolve())
+    assert (oltr.model.head, oltr.train.epochs, oltr.optim.milestones) == (
+        "meta_embedding", 1, [1, 1])  # 2/3 of 2 epochs, steps at 1/3 and 2/3 of that
+    decoupled = load_config(str(base / "decouple_oltr" / "seed0" / "config.yaml"))
+    assert decoupled.stage2.init == str((base / "oltr" / "seed0").resolve())
+    assert decoupled.model.attention == "modulated" and decoupled.model.head == "linear"
+
+
 def test_every_suite_method_key_is_unique() -> None:
     for suite in SUITES.values():
         keys = [m.key for m in suite.methods]

@@ -130,7 +130,10 @@ def test_head_forward_backward_train_and_eval(name):
     head.train()
     logits = head(x)
     assert tuple(logits.shape) == (8, 10) and torch.isfinite(logits).all()
-    torch.nn.functional.cross_entropy(logits, labels).backward()
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    if hasattr(head, "auxiliary_loss"):  # the head's own training term (OLTR's centroid loss)
+        loss = loss + head.auxiliary_loss(labels)
+    loss.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     grads = [p.grad for p in head.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)

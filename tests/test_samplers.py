@@ -136,6 +136,21 @@ def test_class_aware_epoch_is_max_count_times_classes() -> None:
     assert len(sampler) == len(drawn) == 24 and 3 not in labels[drawn].tolist()
 
 
+def test_class_aware_epoch_size_options() -> None:
+    # 'dataset': as many draws as training images (OLTR caps its epochs so), still in runs of 4
+    # that cycle the classes: 14,578 draws over 5 classes.
+    labels, sampler, drawn = _class_aware(COUNTS, epoch_size="dataset")
+    assert len(sampler) == len(drawn) == len(labels)
+    assert (labels[drawn][:14_576].view(-1, 4) == labels[drawn][:14_576].view(-1, 4)[:, :1]).all()
+    counts = torch.bincount(labels[drawn], minlength=5)
+    assert counts.max() - counts.min() <= 8  # balanced up to the last partial round
+    _, sampler, drawn = _class_aware([5, 2], epoch_size=6)
+    assert len(sampler) == len(drawn) == 6
+    for bad in (0, "all", 2.5, True):
+        with pytest.raises(ValueError, match="epoch_size must be null"):
+            _class_aware([5, 2], epoch_size=bad)
+
+
 def test_class_aware_visits_take_runs_of_num_samples_cls_images() -> None:
     _, _, drawn = _class_aware(COUNTS)
     blocks = LABELS[drawn].view(-1, 4)

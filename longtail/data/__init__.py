@@ -47,14 +47,17 @@ class DataBundle:
     mean: list[float]
     std: list[float]
     pool_size: int = 0  # training images the source had before the long-tailed subset
+    # data.open_classes: the test images of the held-out classes (labels −1), else None
+    open_test: ImageSet | None = None
 
     def describe(self) -> str:
         """One line: how many images each split keeps, out of how many."""
         counts = self.split.counts
         val = f"validation {len(self.val):,}" if self.val is not None else "no validation split"
+        opened = f", open test {len(self.open_test):,}" if self.open_test is not None else ""
         return (f"training {len(self.train):,} of {self.pool_size:,} images ({len(counts)} "
                 f"classes, {max(counts):,} to {min(counts):,} per class, ratio "
-                f"{max(counts) / min(counts):.1f}), {val}, test {len(self.test):,}")
+                f"{max(counts) / min(counts):.1f}), {val}, test {len(self.test):,}{opened}")
 
     @property
     def num_classes(self) -> int:
@@ -149,6 +152,10 @@ def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundl
     """Read the sources and apply the long-tailed split (a given ``split`` is reused as is, e.g.
     from a run directory, so a resumed or re-evaluated run sees exactly the same images)."""
     pool, test, given_val = _read_sources(cfg, cfg.subset_seed)
+    open_test = None
+    if cfg.open_classes:
+        pool, test, given_val, open_test = _hold_out_classes(cfg.open_classes, pool, test,
+                                                             given_val)
     new_split = split is None
     if split is None:
         split = make_split(pool.labels, pool.num_classes, cfg.profile, cfg.imbalance_ratio,
@@ -167,7 +174,30 @@ def build_data(cfg: DataConfig, split: LongTailSplit | None = None) -> DataBundl
             cfg.dataset in ("folder", "list") and train.images is not None:
         mean, std = channel_stats(train.images)
     return DataBundle(train=train, val=val, test=test, split=split,
-                      mean=cfg.mean or mean, std=cfg.std or std, pool_size=len(pool))
+                      mean=cfg.mean or mean, std=cfg.std or std, pool_size=len(pool),
+                      open_test=open_test)
+
+
+def _hold_out_classes(k: int, pool: ImageSet, test: ImageSet, val: ImageSet | None
+                      ) -> tuple[ImageSet, ImageSet, ImageSet | None, ImageSet]:
+    """Drop the last ``k`` classes from every split; their test images, labelled −1, are the
+    open test set. The known classes keep their indices."""
+    known = pool.num_classes - k
+    if known < 2:
+        raise DataError(f"data.open_classes={k} leaves {known} of {pool.num_classes} classes to "
+                        "train on; at least 2 are needed")
+
+    def keep(part: ImageSet) -> ImageSet:
+        kept = part.subset(torch.nonzero(part.labels < known).flatten())
+        kept.classes = part.classes[:known]
+        return kept
+
+    unknown = test.subset(torch.nonzero(test.labels >= known).flatten())
+    if len(unknown) == 0:
+        raise DataError(f"data.open_classes={k}: the test set has no images of the held-out "
+                        f"classes {test.classes[known:]}")
+    unknown.labels = torch.full_like(unknown.labels, -1)
+    return keep(pool), keep(test), None if val is None else keep(val), unknown
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -127,14 +127,17 @@ class ClassCycleSampler:
     ``num_samples_cls`` wraps within one visit), and so is the class list. An epoch is
     ``max_c n_c × C`` draws (``C``: the classes that have images, as their code counts the distinct
     labels), so each class gets about ``max_c n_c`` draws per epoch; the last visit is cut short
-    when ``num_samples_cls`` does not divide the epoch.
+    when ``num_samples_cls`` does not divide the epoch. ``epoch_size: dataset`` makes an epoch as
+    long as the training set instead (OLTR's code caps its class-aware epochs so), an integer
+    sets it.
 
     One difference, for exact resume: their cycles carry on from one epoch to the next; here every
     epoch starts fresh cycles, so an epoch's list depends only on its generator (the seed and the
     epoch, ``epoch_generator``), like every other sampler here.
     """
 
-    def __init__(self, labels: torch.Tensor, num_classes: int, num_samples_cls: int = 4) -> None:
+    def __init__(self, labels: torch.Tensor, num_classes: int, num_samples_cls: int = 4,
+                 epoch_size: int | str | None = None) -> None:
         labels = torch.as_tensor(labels).cpu().long()  # CPU: the generator is a CPU generator
         if labels.ndim != 1 or len(labels) == 0:
             raise ValueError(f"sampler: expected a non-empty 1-D label tensor, got shape "
@@ -153,7 +156,15 @@ class ClassCycleSampler:
         self.starts = torch.cumsum(counts, 0) - counts
         self.classes = torch.nonzero(counts).squeeze(1)  # the classes that have images
         self.counts = counts[self.classes]
-        self.num_samples = int(self.counts.max()) * len(self.classes)
+        if epoch_size is None:
+            self.num_samples = int(self.counts.max()) * len(self.classes)
+        elif epoch_size == "dataset":
+            self.num_samples = len(labels)
+        elif isinstance(epoch_size, int) and not isinstance(epoch_size, bool) and epoch_size >= 1:
+            self.num_samples = epoch_size
+        else:
+            raise ValueError(f"class_aware sampler: epoch_size must be null (max class count × "
+                             f"classes), 'dataset' or an integer >= 1, got {epoch_size!r}")
 
     def __len__(self) -> int:
         return self.num_samples

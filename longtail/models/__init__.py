@@ -1,6 +1,6 @@
 """Backbones (images -> features) and classifier heads (features -> logits)."""
 
-from longtail.models import causal  # noqa: F401  (registers the causal heads)
+from longtail.models import causal, oltr  # noqa: F401  (register the causal and OLTR heads)
 from longtail.models.backbones import create_backbone
 from longtail.models.heads import create_head
 from longtail.models.model import LongTailModel, build_model

@@ -89,14 +89,17 @@ class CifarResNet(nn.Module):
             self.out_features = 64
         _init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map before pooling, (N, out_features, H/4, W/4); the two-branch
+        variant concatenates its branches' maps (pooling it equals concatenating their pools)."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         if self.two_branch:
-            a = F.adaptive_avg_pool2d(self.branch_a(x), 1).flatten(1)
-            b = F.adaptive_avg_pool2d(self.branch_b(x), 1).flatten(1)
-            return torch.cat([a, b], dim=1)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+            return torch.cat([self.branch_a(x), self.branch_b(x)], dim=1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(self.feature_map(x), 1).flatten(1)
 
 
 def _check_shortcut(shortcut: str) -> str:
@@ -132,6 +135,9 @@ class SmallCNN(nn.Module):
         )
         self.out_features = out_features
         _init_weights(self)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)

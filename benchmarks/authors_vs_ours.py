@@ -1,0 +1,89 @@
+"""Tabulate the TDE authors' code against longtail on the same data and schedule.
+
+    python benchmarks/authors_vs_ours.py --authors LOG [LOG ...] --ours RUN [RUN ...] --out DIR
+
+``LOG``: the stdout of ``authors_code/drive.py`` (their code evaluates TDE α=1 on the CIFAR test
+set after every epoch and, at the end, the epoch that scored best on it). ``RUN``: a longtail run
+directory. Writes ``DIR/results.md`` and ``DIR/results.csv``: top-1 of the last epoch per seed
+(what we compare), the authors' best-on-test epoch for reference, mean ± sample std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+from pathlib import Path
+
+ACC = re.compile(r"Evaluation_accuracy_micro_top1: ([0-9.]+)")
+SHOTS = re.compile(r"Many_shot_accuracy_top1: ([0-9.]+) Median_shot_accuracy_top1: ([0-9.]+) "
+                   r"Low_shot_accuracy_top1: ([0-9.]+)")
+EPOCHS = re.compile(r"Epoch: \[\d+/(\d+)\]")
+
+
+def authors_run(log: Path) -> dict:
+    text = log.read_text()
+    epochs = int(EPOCHS.search(text).group(1))
+    accs = [100 * float(a) for a in ACC.findall(text)]
+    shots = [[100 * float(v) for v in m] for m in SHOTS.findall(text)]
+    if len(accs) < epochs:
+        raise SystemExit(f"{log}: {len(accs)} evaluations for {epochs} epochs: not finished")
+    last = accs[epochs - 1]
+    many, medium, few = shots[epochs - 1]
+    return {"run": str(log), "top1": last, "many": many, "medium": medium, "few": few,
+            "best_on_test": max(accs[:epochs])}
+
+
+def our_run(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "eval" / "test_metrics.json").read_text())
+    return {"run": str(run_dir), "top1": m["top1"], "many": m["many"], "medium": m["medium"],
+            "few": m["few"], "best_on_test": None}
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--authors", nargs="+", type=Path, required=True)
+    parser.add_argument("--ours", nargs="+", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    rows = {"authors' code": [authors_run(p) for p in args.authors],
+            "longtail": [our_run(p) for p in args.ours]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["code", "run", "top1", "many", "medium", "few",
+                                    "best_on_test"])
+        writer.writeheader()
+        for code, runs in rows.items():
+            for r in runs:
+                writer.writerow({"code": code, **r})
+    lines = ["| code | seeds | top-1 (last epoch) | many | medium | few | per seed | "
+             "best epoch on test (for reference) |", "|---|---|---|---|---|---|---|---|"]
+    for code, runs in rows.items():
+        best = [r["best_on_test"] for r in runs if r["best_on_test"] is not None]
+        lines.append(f"| {code} | {len(runs)} | {mean_std([r['top1'] for r in runs])} | "
+                     f"{mean_std([r['many'] for r in runs])} | "
+                     f"{mean_std([r['medium'] for r in runs])} | "
+                     f"{mean_std([r['few'] for r in runs])} | "
+                     f"{', '.join(format(r['top1'], '.2f') for r in runs)} | "
+                     f"{mean_std(best) if best else '—'} |")
+    a = [r["top1"] for r in rows["authors' code"]]
+    b = [r["top1"] for r in rows["longtail"]]
+    diff = statistics.mean(b) - statistics.mean(a)
+    spread = max(statistics.stdev(a) if len(a) > 1 else 0.0,
+                 statistics.stdev(b) if len(b) > 1 else 0.0)
+    lines += ["", f"Difference of the means (longtail − authors): {diff:+.2f} points; the larger "
+              f"seed std is {spread:.2f}."]
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
