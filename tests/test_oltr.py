@@ -336,3 +336,35 @@ def test_oltr_open_set_end_to_end(tmp_path: Path) -> None:
                                          "eval.open_score=reachability", *SMALL]),
               tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_oltr_resume_after_a_kill_matches_the_uninterrupted_run(stage1: Path,
+                                                                 tmp_path: Path) -> None:
+    import longtail.train as train_module
+    from longtail.config import load_run_config
+
+    config = load_config("quickstart", [*OLTR, *SMALL])
+    config.train.init = str(stage1)
+    reference = train(config, tmp_path / "straight", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    real = train_module.save_checkpoint
+
+    def save_then_die(state, path):  # noqa: ANN001, ANN202
+        real(state, path)
+        if state["epoch"] == 1:
+            raise Killed
+
+    run_dir = tmp_path / "killed"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            train(config, run_dir, progress=False)
+    resumed = train(load_run_config(run_dir), run_dir, resume=True, progress=False)
+    assert resumed == reference
+    ours = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    theirs = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    assert torch.equal(ours["head.centroids"], theirs["head.centroids"])
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
