@@ -190,9 +190,9 @@ def _sweep(args: argparse.Namespace) -> None:
     _check_run_dir(args.run_dir)
     with run_lock(args.run_dir, "longtail sweep"):  # the sweep writes the run's sweeps/
         if args.alpha is not None:
-            run_sweep(args.run_dir, "alpha", parse_range(args.alpha))
+            run_sweep(args.run_dir, "alpha", parse_range(args.alpha), plot="background")
         else:
-            run_sweep(args.run_dir, args.method, parse_range(args.tau))
+            run_sweep(args.run_dir, args.method, parse_range(args.tau), plot="background")
 
 
 def _synthetic(args: argparse.Namespace) -> None:

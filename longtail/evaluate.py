@@ -32,10 +32,24 @@ def per_class_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 
 def macro_f1(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """sklearn's ``f1_score(average='macro')`` over the classes present in labels or preds."""
-    from sklearn.metrics import f1_score
+    """sklearn's ``f1_score(average='macro', zero_division=0)``: the mean over the classes
+    present in labels or preds of ``2·TP / (predicted + true)`` (tested against sklearn; written
+    here so that evaluation does not import sklearn, a second of start-up)."""
+    return _macro_f1(preds[None], labels, num_classes)[0].item()
 
-    return float(f1_score(labels.numpy(), preds.numpy(), average="macro", zero_division=0))
+
+def _macro_f1(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Macro F1 (a fraction) of each row of ``preds`` (V, N) against ``labels`` (N,)."""
+    v = preds.shape[0]
+    offset = torch.arange(v)[:, None] * num_classes
+    true = torch.bincount(labels, minlength=num_classes).double()
+    predicted = torch.bincount((preds + offset).flatten(),
+                               minlength=v * num_classes).double().view(v, num_classes)
+    hits = torch.bincount((labels + offset)[preds == labels],
+                          minlength=v * num_classes).double().view(v, num_classes)
+    both = predicted + true
+    f1 = torch.where(both > 0, 2 * hits / both.clamp(min=1), torch.zeros_like(both))
+    return f1.sum(1) / (both > 0).sum(1).clamp(min=1)
 
 
 def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor,
@@ -97,6 +111,65 @@ def compute_metrics(outputs: torch.Tensor, labels: torch.Tensor,
             for c in range(num_classes)
         ],
     }
+
+
+def metrics_over_values(logits: torch.Tensor, labels: torch.Tensor,
+                        train_counts: list[int] | torch.Tensor) -> list[dict]:
+    """``METRIC_NAMES`` of ``compute_metrics`` for each of V logit matrices at once: ``logits``
+    (V, N, C), e.g. one per value of a swept knob. Same definitions (tests check it against
+    ``compute_metrics``), no per-class rows. The (V, N, C) work is done in the logits' dtype
+    (float32 halves the memory traffic of a sweep; the means are float64), so NLL and ECE
+    agree with ``compute_metrics`` to float32 rounding."""
+    labels = labels.cpu().long()
+    counts = [int(c) for c in train_counts]
+    num_classes = len(counts)
+    v, n, c = logits.shape
+    if c != num_classes:
+        raise ValueError(f"logits have {c} classes, the training counts {num_classes}")
+    logits = logits.cpu()
+    if not logits.is_floating_point():
+        logits = logits.float()
+    top, preds = logits.max(2)  # (V, N)
+    correct = preds == labels
+    offset = torch.arange(v)[:, None] * num_classes
+    total = torch.bincount(labels, minlength=num_classes).double()
+    hits = torch.bincount((labels + offset)[correct], minlength=v * num_classes)
+    acc = hits.double().view(v, num_classes) / total.clamp(min=1)  # (V, C)
+    present = total > 0
+    groups = {}
+    for name in ("many", "medium", "few"):
+        members = torch.tensor([shot_group(counts[k]) == name and bool(present[k])
+                                for k in range(num_classes)])
+        groups[name] = 100 * acc[:, members].mean(1) if members.any() else None
+    # From the log-sum-exp, without the (V, N, C) log-probabilities: NLL = lse − f_y, the top
+    # probability exp(f_max − lse).
+    lse = torch.logsumexp(logits, dim=2)
+    true = logits.gather(2, labels.expand(v, n)[..., None]).squeeze(2)
+    nll = (lse - true).double().mean(1)
+    confidence = (top - lse).double().exp()  # (V, N)
+    inner_edges = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64)[1:-1]
+    index = (torch.bucketize(confidence, inner_edges) + torch.arange(v)[:, None] * ECE_BINS)
+    conf_sum = torch.bincount(index.flatten(), weights=confidence.flatten(),
+                              minlength=v * ECE_BINS).view(v, ECE_BINS)
+    hit_sum = torch.bincount(index.flatten(), weights=correct.double().flatten(),
+                             minlength=v * ECE_BINS).view(v, ECE_BINS)
+    ece = (hit_sum - conf_sum).abs().sum(1) / max(1, n)
+    top5 = None
+    if num_classes > TOP_K:
+        # In the top 5 when fewer than 5 logits are larger than the true one (ties, which
+        # topk breaks arbitrarily, count as hits here).
+        top5 = ((logits > true[..., None]).sum(2) < TOP_K).double().mean(1)
+    columns = {
+        "top1": 100 * correct.double().mean(1),
+        **groups,
+        "balanced_error": 100 * (1 - acc[:, present].mean(1)),
+        "macro_f1": 100 * _macro_f1(preds, labels, num_classes),
+        "top5": None if top5 is None else 100 * top5,
+        "nll": nll,
+        "ece": 100 * ece,
+    }
+    return [{k: None if col is None else col[i].item() for k, col in columns.items()}
+            for i in range(v)]
 
 
 def _softmax_stats(logits: torch.Tensor, labels: torch.Tensor,

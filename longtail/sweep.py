@@ -87,20 +87,57 @@ def logits_fn(knob: str, run: RunOutputs) -> Callable[[torch.Tensor, float], tor
 
 
 @torch.no_grad()
+def batched_logits_fn(knob: str, run: RunOutputs, features: torch.Tensor
+                      ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``values (V,) -> logits (V, N, C)`` (float32) for every value at once. Each knob is
+    cheap in its value once the features have been through the head: TDE's logits are affine in
+    α (``L(0) + α·(L(1) − L(0))``), logit adjustment's in τ, and τ-norm scales the columns of
+    ``f·Wᵀ`` by ``||w_c||^(−τ)``."""
+    logits_fn(knob, run)  # the same checks as the one-value path
+    head = run.head
+    if knob == "alpha":
+        base = head.tde_logits(features, alpha=0.0).float()
+        slope = head.tde_logits(features, alpha=1.0).float() - base
+        return lambda v: torch.addcmul(base, v.float()[:, None, None], slope)
+    if knob == "logit_adjust":
+        base = plain_logits(head, features).float()
+        log_prior = torch.log(torch.as_tensor(run.counts, dtype=torch.float64)
+                              / sum(run.counts)).float()
+        return lambda v: torch.addcmul(base, v.float()[:, None, None], -log_prior)
+    weight = head.weight.detach().float()
+    base = features.float() @ weight.t()
+    norms = weight.norm(dim=1)
+    return lambda v: base * norms.pow(-v.float()[:, None, None])
+
+
+@torch.no_grad()
 def sweep(run: RunOutputs, knob: str, values: list[float]) -> dict:
-    """Metrics on every split for every value; the selected value and how it was selected."""
-    fn = logits_fn(knob, run)
-    rows = []
-    for value in values:
-        for part, out in run.splits.items():
+    """Metrics on every split for every value; the selected value and how it was selected.
+    Vectorised over the values (``batched_logits_fn``, ``metrics_over_values``), a few million
+    logits at a time; the selected value's test row is recomputed on the one-value path that
+    ``longtail eval`` uses, so it matches an evaluation at that value exactly."""
+    from longtail.evaluate import metrics_over_values
+
+    by_part = {}
+    for part, out in run.splits.items():
+        fn = batched_logits_fn(knob, run, out["features"])
+        n, c = out["features"].shape[0], len(run.counts)
+        chunk = max(1, 2**25 // max(1, n * c))  # values per batch: ~128 MB of float32
+        metrics: list[dict] = []
+        for start in range(0, len(values), chunk):
+            batch = torch.tensor(values[start:start + chunk], dtype=torch.float64)
             # The logits, not only their argmax: NLL and ECE move with α and τ too.
-            m = compute_metrics(fn(out["features"], value), out["labels"], run.counts)
-            rows.append({"value": value, "split": part, **{k: m[k] for k in METRIC_NAMES}})
+            metrics += metrics_over_values(fn(batch), out["labels"], run.counts)
+        by_part[part] = metrics
+    rows = [{"value": value, "split": part, **{k: by_part[part][i][k] for k in METRIC_NAMES}}
+            for i, value in enumerate(values) for part in run.splits]
     select_on = "val" if "val" in run.splits else "test"
     candidates = [r for r in rows if r["split"] == select_on]
     # Balanced validation set: the lowest balanced error is the best mean per-class accuracy.
     best = min(candidates, key=lambda r: (r["balanced_error"], abs(r["value"])))
-    test_at_best = next(r for r in rows if r["split"] == "test" and r["value"] == best["value"])
+    exact = evaluate_at(run, knob, best["value"], "test")
+    test_at_best = {"value": best["value"], "split": "test",
+                    **{k: exact[k] for k in METRIC_NAMES}}
     return {"knob": knob, "values": values, "rows": rows, "selected": best["value"],
             "selected_on": select_on, "test_at_selected": test_at_best}
 
@@ -146,9 +183,12 @@ def keep_previous(out_dir: Path, knob: str, new_texts: dict[str, str]) -> Path |
     return folder / stem
 
 
-def write_sweep(result: dict, out_dir: Path, extra: dict | None = None) -> None:
+def write_sweep(result: dict, out_dir: Path, extra: dict | None = None,
+                plot: str = "now") -> None:
     """``sweeps/<knob>.csv`` (every value × split), ``.md`` (summary), ``.json``, ``.png``; an
-    earlier, different sweep of the knob is kept in ``sweeps/previous/`` (one line says so)."""
+    earlier, different sweep of the knob is kept in ``sweeps/previous/`` (one line says so).
+    ``plot``: ``now``, or ``background`` (a detached process draws the PNG from the CSV and
+    JSON just written, so the command returns without waiting for matplotlib)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     knob = result["knob"]
     table = io.StringIO(newline="")
@@ -165,7 +205,34 @@ def write_sweep(result: dict, out_dir: Path, extra: dict | None = None) -> None:
     summary.update(extra or {})
     write_json(summary, out_dir / f"{knob}.json")
     atomic_write_text(out_dir / f"{knob}.md", markdown)
-    plot_sweep(result, out_dir / f"{knob}.png")
+    if plot == "background":
+        import subprocess
+        import sys
+
+        subprocess.Popen([sys.executable, "-c", "import sys; from longtail.sweep import "
+                          "plot_sweep_files; plot_sweep_files(sys.argv[1], sys.argv[2])",
+                          str(out_dir), knob], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    else:
+        plot_sweep(result, out_dir / f"{knob}.png")
+
+
+def plot_sweep_files(out_dir: str | Path, knob: str) -> None:
+    """Draw ``<knob>.png`` from ``<knob>.csv`` and ``<knob>.json`` (the background plot). A
+    failure is written to ``<knob>.png.error`` instead of vanishing with the process."""
+    import json
+
+    out_dir = Path(out_dir)
+    try:
+        with open(out_dir / f"{knob}.csv", newline="") as f:
+            rows = [{k: (None if v == "" else v if k == "split" else float(v))
+                     for k, v in r.items()} for r in csv.DictReader(f)]
+        summary = json.loads((out_dir / f"{knob}.json").read_text())
+        plot_sweep({"knob": knob, "rows": rows, "selected": summary["selected"],
+                    "selected_on": summary["selected_on"]}, out_dir / f"{knob}.png")
+    except Exception as err:  # noqa: BLE001  (reported in a file: nobody sees this process)
+        (out_dir / f"{knob}.png.error").write_text(f"{type(err).__name__}: {err}\n")
 
 
 def _sweep_markdown(result: dict, extra: dict | None) -> str:
@@ -228,18 +295,19 @@ def sweep_extras(run: RunOutputs, knob: str) -> dict:
             "test_top1_at_heuristic": round(evaluate_at(run, "alpha", heuristic)["top1"], 2)}
 
 
-def run_sweep(run_dir: str | Path, knob: str, values: list[float]) -> dict:
+def run_sweep(run_dir: str | Path, knob: str, values: list[float], plot: str = "now") -> dict:
     """The ``longtail sweep`` command: sweep, select, write ``RUN_DIR/sweeps/``, print."""
     run_dir = Path(run_dir)
     run = load_outputs(run_dir)
     result = sweep(run, knob, values)
     extra = sweep_extras(run, knob)
-    write_sweep(result, run_dir / "sweeps", extra)
+    write_sweep(result, run_dir / "sweeps", extra, plot=plot)
     t = result["test_at_selected"]
     where = "validation" if result["selected_on"] == "val" else "TEST (no validation split)"
     print(f"{knob}: selected {result['selected']:g} on {where}; test top-1 {t['top1']:.2f}, "
           f"balanced error {t['balanced_error']:.2f}")
     for key, value in extra.items():
         print(f"{key}: {value}")
-    print(f"written to {run_dir / 'sweeps'}")
+    later = f" ({knob}.png follows in a moment)" if plot == "background" else ""
+    print(f"written to {run_dir / 'sweeps'}{later}")
     return result

@@ -93,3 +93,92 @@ def test_cli_sweep_errors_are_one_line(tiny_run, capsys) -> None:
     assert len(err.splitlines()) == 1 and "TDE" in err
     assert main(["sweep", str(tiny_run[0]), "--tau", "0:x:1"]) == 2
     assert main(["sweep", "/nonexistent/run", "--tau", "0:1:0.5"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# The vectorised sweep (every value at once) against the one-value path
+
+
+@pytest.mark.parametrize("num_classes", [4, 12])
+def test_metrics_over_values_match_compute_metrics(num_classes: int) -> None:
+    from longtail.evaluate import METRIC_NAMES, compute_metrics, metrics_over_values
+
+    g = torch.Generator().manual_seed(num_classes)
+    counts = [int(c) for c in torch.randint(1, 300, (num_classes,), generator=g)]
+    labels = torch.randint(0, num_classes - 1, (500,), generator=g)  # the last class absent
+    logits = torch.randn(3, 500, num_classes, generator=g) * 3
+    batch = metrics_over_values(logits, labels, counts)
+    for v in range(3):
+        single = compute_metrics(logits[v], labels, counts)
+        for key in METRIC_NAMES:
+            if single[key] is None:
+                assert batch[v][key] is None, key
+            else:
+                # float32 rounding in NLL and ECE; the counts-based metrics are exact.
+                assert batch[v][key] == pytest.approx(single[key], rel=1e-5, abs=1e-5), key
+
+
+def test_macro_f1_matches_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    from longtail.evaluate import macro_f1
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        labels = torch.randint(0, 6, (200,), generator=g)
+        preds = torch.randint(0, 8, (200,), generator=g)  # classes 6, 7 only predicted
+        expected = f1_score(labels.numpy(), preds.numpy(), average="macro", zero_division=0)
+        assert macro_f1(preds, labels, 8) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("knob,values", [("alpha", [0.0, 0.7, 2.5]),
+                                         ("logit_adjust", [0.0, 1.0, 1.7])])
+def test_batched_logits_equal_the_one_value_logits(causal_run: Path, knob: str,
+                                                   values: list[float]) -> None:
+    from longtail.sweep import batched_logits_fn, logits_fn
+
+    run = load_outputs(causal_run)
+    features = run.splits["test"]["features"]
+    batched = batched_logits_fn(knob, run, features)(torch.tensor(values))
+    for i, value in enumerate(values):
+        torch.testing.assert_close(batched[i].float(), logits_fn(knob, run)(features, value),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_batched_tau_norm_equals_the_one_value_logits(tiny_run: tuple[Path, dict]) -> None:
+    from longtail.sweep import batched_logits_fn, logits_fn
+
+    run = load_outputs(tiny_run[0])
+    features = run.splits["test"]["features"]
+    batched = batched_logits_fn("tau_norm", run, features)(torch.tensor([0.0, 0.6, 1.4]))
+    for i, tau in enumerate([0.0, 0.6, 1.4]):
+        torch.testing.assert_close(batched[i].float(), logits_fn("tau_norm", run)(features, tau),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_sweep_rows_match_evaluations_at_each_value(causal_run: Path) -> None:
+    run = load_outputs(causal_run)
+    result = sweep(run, "alpha", [0.0, 0.5, 1.0, 1.5])
+    for row in result["rows"]:
+        exact = evaluate_at(run, "alpha", row["value"], row["split"])
+        for key in ("top1", "balanced_error", "macro_f1", "nll", "ece"):
+            assert row[key] == pytest.approx(exact[key], abs=1e-4), (row["value"], key)
+    assert result["test_at_selected"]["top1"] == evaluate_at(run, "alpha",
+                                                             result["selected"])["top1"]
+
+
+def test_command_line_sweep_draws_its_plot_in_the_background(causal_run: Path,
+                                                             tmp_path: Path) -> None:
+    import time
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(causal_run, run_dir)
+    shutil.rmtree(run_dir / "sweeps", ignore_errors=True)
+    assert main(["sweep", str(run_dir), "--alpha", "0:2:0.5"]) == 0
+    assert (run_dir / "sweeps" / "alpha.csv").is_file()
+    png = run_dir / "sweeps" / "alpha.png"
+    deadline = time.monotonic() + 60
+    while not png.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (run_dir / "sweeps" / "alpha.png.error").exists()
