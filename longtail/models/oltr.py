@@ -108,6 +108,12 @@ def feature_map_size(trunk: nn.Module, image_shape: tuple[int, ...]) -> list[int
 # Discriminative centroid loss
 
 
+def squared_distances(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``||x_i − c_k||²`` (N, K) as ``||x||² + ||c||² − 2·x·cᵀ`` (what ``torch.cdist`` does for
+    large inputs; written out because ONNX has no cdist), clamped at 0 against rounding."""
+    return (x.pow(2).sum(1, keepdim=True) + c.pow(2).sum(1)[None] - 2 * x @ c.t()).clamp_min(0)
+
+
 class _Attraction(torch.autograd.Function):
     """``Σ_i ||x_i − c_{y_i}||² / 2B`` with OLTR's centre-loss update of the centroids."""
 
@@ -134,7 +140,7 @@ def centroid_loss(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor
     """The discriminative centroid loss of OLTR (module docstring; methods.md §11)."""
     x, centroids = x.float(), centroids.float()
     attract = _Attraction.apply(x, labels, centroids)
-    dist2 = torch.cdist(x, centroids).pow(2)  # (B, C)
+    dist2 = squared_distances(x, centroids)  # (B, C)
     others = dist2.masked_fill(F.one_hot(labels, centroids.shape[0]).bool(), 0.0)
     repel = (margin - others.sum() / others.numel()).clamp(min=0.0)
     return attract + repel_weight * repel
@@ -179,8 +185,8 @@ class MetaEmbeddingHead(nn.Module):
 
     def reachability(self, x: torch.Tensor) -> torch.Tensor:
         """``γ = s_γ / min_c ||x − c||`` per row, (N,)."""
-        nearest = torch.cdist(x.float(), self.centroids.detach().float()).min(dim=1).values
-        return self.reach_scale / nearest.clamp_min(_EPS)
+        nearest = squared_distances(x.float(), self.centroids.detach().float()).min(dim=1).values
+        return self.reach_scale / nearest.sqrt().clamp_min(_EPS)
 
     def meta_embedding(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
