@@ -58,10 +58,16 @@ def _stage(in_planes: int, planes: int, blocks: int, stride: int, shortcut: str)
     return nn.Sequential(*layers)
 
 
-def _init_weights(module: nn.Module) -> None:
+INITS = ("fan_out", "fan_in")
+
+
+def _init_weights(module: nn.Module, mode: str = "fan_out") -> None:
+    """Kaiming-normal convolutions: ``fan_out`` (torchvision's ResNets, our default) or
+    ``fan_in`` (the BBN / TDE authors' ``_weights_init``). They differ only on the convolutions
+    whose input and output channels differ (the stem, the first conv of stages 2 and 3)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -71,7 +77,7 @@ class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32×32 inputs; ``two_branch=True`` gives the BBN/TDE 128-d variant."""
 
     def __init__(self, blocks: int = 5, in_channels: int = 3, two_branch: bool = False,
-                 shortcut: str = "A") -> None:
+                 shortcut: str = "A", init: str = "fan_out") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -87,7 +93,7 @@ class CifarResNet(nn.Module):
         else:
             self.layer3 = _stage(32, 64, blocks, 2, shortcut)
             self.out_features = 64
-        _init_weights(self)
+        _init_weights(self, init)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map before pooling, (N, out_features, H/4, W/4); the two-branch
@@ -110,13 +116,21 @@ def _check_shortcut(shortcut: str) -> str:
 
 
 @BACKBONES.register("resnet32")
-def resnet32(in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(5, in_channels, shortcut=_check_shortcut(shortcut))
+def _check_init(init: str) -> str:
+    if init not in INITS:
+        raise ValueError(f"model.backbone_args.init: expected one of {', '.join(INITS)}, got "
+                         f"{init!r}")
+    return init
+
+
+def resnet32(in_channels: int = 3, shortcut: str = "A", init: str = "fan_out") -> CifarResNet:
+    return CifarResNet(5, in_channels, shortcut=_check_shortcut(shortcut), init=_check_init(init))
 
 
 @BACKBONES.register("resnet32_bbn")
-def resnet32_bbn(in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return CifarResNet(5, in_channels, two_branch=True, shortcut=_check_shortcut(shortcut))
+def resnet32_bbn(in_channels: int = 3, shortcut: str = "A", init: str = "fan_out") -> CifarResNet:
+    return CifarResNet(5, in_channels, two_branch=True, shortcut=_check_shortcut(shortcut),
+                       init=_check_init(init))
 
 
 @BACKBONES.register("small_cnn")
