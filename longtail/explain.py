@@ -48,6 +48,8 @@ def default_layers(model: nn.Module) -> list[str]:
     """The backbone's last convolutional stage: both final blocks of BBN's two-branch ResNet-32
     (their outputs are concatenated into the feature, so each carries half the evidence)."""
     backbone = model.backbone
+    if hasattr(backbone, "attention") and hasattr(backbone, "trunk"):
+        return ["backbone.attention"]  # OLTR: the attended map is what the head pools
     if hasattr(backbone, "explain_layer"):  # torchvision/ and timm/ backbones know their stage
         if backbone.explain_layer is None:
             raise ExplainError(f"backbone '{backbone.name}' has no convolutional last stage "

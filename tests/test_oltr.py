@@ -368,3 +368,11 @@ def test_oltr_resume_after_a_kill_matches_the_uninterrupted_run(stage1: Path,
     theirs = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
     assert torch.equal(ours["head.centroids"], theirs["head.centroids"])
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_explain_targets_the_attended_map() -> None:
+    from longtail.explain import default_layers
+
+    config = load_config("quickstart", ["model.head=meta_embedding", "model.attention=modulated",
+                                        "model.attention_args={map_size: [4, 4]}"])
+    assert default_layers(build_model(config.model, 10, 1)) == ["backbone.attention"]
