@@ -29,13 +29,18 @@ def authors_run(log: Path) -> dict:
     epochs = int(EPOCHS.search(text).group(1))
     accs = [100 * float(a) for a in ACC.findall(text)]
     shots = [[100 * float(v) for v in m] for m in SHOTS.findall(text)]
-    if "Training Complete" not in text or len(accs) < 2:
+    finished = "Training Complete" in text
+    trained = len(re.findall(rf"Epoch: \[{epochs}/{epochs}\] Step:", text)) > 0
+    if not accs or not trained:
         raise SystemExit(f"{log}: not finished")
-    # The last two evaluations: the last epoch's, then the test pass of the "best" epoch. With
-    # EVAL_LAST_ONLY the last epoch's is the only per-epoch one (and "best" is that epoch).
-    last = accs[-2]
-    many, medium, few = shots[-2]
-    every_epoch = len(accs) - 1 == epochs
+    # Finished: the last two evaluations are the last epoch's, then the test pass of the "best"
+    # epoch. With EVAL_LAST_ONLY the last epoch's is the only per-epoch one. A log cut after the
+    # last epoch's evaluation (their CSV logger failed on this session's first EVAL_LAST_ONLY
+    # run, since fixed in drive.py) ends with it.
+    last_index = -2 if finished else -1
+    last = accs[last_index]
+    many, medium, few = shots[last_index]
+    every_epoch = finished and len(accs) - 1 == epochs
     return {"run": str(log), "top1": last, "many": many, "medium": medium, "few": few,
             "best_on_test": max(accs[:-1]) if every_epoch else None}
 
@@ -73,7 +78,8 @@ def main() -> None:
     # No "few" column: CIFAR-10-LT r = 100 has no class under 20 images (their code prints 0.00
     # for the empty group; it stays in results.csv).
     lines = ["| code | seeds | top-1 (last epoch) | many | medium | per seed | "
-             "best epoch on test (for reference) |", "|---|---|---|---|---|---|---|"]
+             "best epoch on test (seeds evaluated every epoch; reference only) |",
+             "|---|---|---|---|---|---|---|"]
     for code, runs in rows.items():
         best = [r["best_on_test"] for r in runs if r["best_on_test"] is not None]
         lines.append(f"| {code} | {len(runs)} | {mean_std([r['top1'] for r in runs])} | "
