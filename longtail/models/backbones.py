@@ -115,7 +115,6 @@ def _check_shortcut(shortcut: str) -> str:
     return shortcut
 
 
-@BACKBONES.register("resnet32")
 def _check_init(init: str) -> str:
     if init not in INITS:
         raise ValueError(f"model.backbone_args.init: expected one of {', '.join(INITS)}, got "
@@ -123,6 +122,7 @@ def _check_init(init: str) -> str:
     return init
 
 
+@BACKBONES.register("resnet32")
 def resnet32(in_channels: int = 3, shortcut: str = "A", init: str = "fan_out") -> CifarResNet:
     return CifarResNet(5, in_channels, shortcut=_check_shortcut(shortcut), init=_check_init(init))
 
