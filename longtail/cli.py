@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--e2e-batches", type=int, help="cut the epoch to N batches (smoke only)")
     p.add_argument("--eval-steps", type=int, default=20, help="timed evaluation batches")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--sweep-only", action="store_true",
+                   help="only (d): the wall-clock of a 100-value α sweep through the command "
+                   "line, --repeats times; writes sweep.json and sweep.md")
     p.set_defaults(func=_speed)
     return parser
 

@@ -349,10 +349,17 @@ def sweep_wallclock(values: int = 100, num_features: int = CIFAR_TEST_IMAGES,
         command = [sys.executable, "-m", "longtail", "sweep", str(run), "--alpha",
                    f"0:{top}:{top / (values - 1)}"]
         seconds = []
+        png = run / "sweeps" / "alpha.png"
         for _ in range(repeats):
+            before = png.stat().st_mtime_ns if png.exists() else 0
             started = time.perf_counter()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             seconds.append(time.perf_counter() - started)
+            # Off the clock: let the background plot finish, so repeats do not overlap.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (
+                    not png.exists() or png.stat().st_mtime_ns == before):
+                time.sleep(0.1)
         rows = (run / "sweeps" / "alpha.csv").read_text().splitlines()[1:]
         swept = len({r.split(",")[0] for r in rows})
     return {"values": swept, "test_features": num_features, "val_features": val_features,
@@ -631,6 +638,39 @@ def _mf(row: dict) -> str:
 # Command line (``longtail speed`` and ``benchmarks/speed.py``)
 
 
+def _sweep_only(args: argparse.Namespace) -> dict:
+    """``longtail speed --sweep-only``: part (d) alone, with the device and torch's own import
+    time beside it (the floor of any command's start-up)."""
+    import sys
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    import_seconds = time.perf_counter() - started
+    results = {"command": shlex.join(["longtail", "speed", "--sweep-only", "--repeats",
+                                      str(args.repeats), "--out", args.out]),
+               "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "device": describe_device(torch.device("cpu")),
+               "import_torch_seconds": import_seconds,
+               "sweep": sweep_wallclock(repeats=args.repeats)}
+    sw = results["sweep"]
+    lines = ["# An α sweep through the command line", "", f"Command: `{results['command']}`", "",
+             f"- device: {results['device']['name']}, torch {results['device']['torch']}, "
+             f"{results['device']['torch_threads']} threads; {results['date']}",
+             f"- `longtail sweep RUN --alpha` over {sw['values']} values, {sw['test_features']:,} "
+             f"test and {sw['val_features']:,} validation features saved (causal-norm head), "
+             "a fresh process each time, the PNG drawn in the background: "
+             + ", ".join(f"{x:.2f}" for x in sw["seconds"]) + f" s (median "
+             f"{sw['median_seconds']:.2f} s)",
+             f"- `python -c 'import torch'` alone, the floor of any start-up: "
+             f"{import_seconds:.2f} s"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[4:]))
+    return results
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The full, explicit command that reproduces a run (every option spelled out)."""
     parts = ["longtail", "speed", "--device", args.device, "--batch-size", str(args.batch_size),
@@ -656,6 +696,8 @@ def run_from_args(args: argparse.Namespace) -> dict:
     """Entry point of ``longtail speed``: ``args`` is the parsed command line."""
     if args.batch_size < 1 or args.steps < 1 or args.warmup < 0 or args.repeats < 1:
         raise ValueError("--batch-size, --steps and --repeats must be >= 1, --warmup >= 0")
+    if getattr(args, "sweep_only", False):
+        return _sweep_only(args)
     return run_speed(device=args.device, out_dir=args.out, batch_size=args.batch_size,
                      steps=args.steps, warmup=args.warmup, variants=parse_variants(args.variants),
                      config_name=args.config, data_root=args.data_root,
