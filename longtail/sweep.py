@@ -191,6 +191,7 @@ def write_sweep(result: dict, out_dir: Path, extra: dict | None = None,
     JSON just written, so the command returns without waiting for matplotlib)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     knob = result["knob"]
+    _wait_for_plot(out_dir, knob)  # an earlier sweep's PNG is finished before anything moves
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=["value", "split", *METRIC_NAMES])
     writer.writeheader()
@@ -209,6 +210,7 @@ def write_sweep(result: dict, out_dir: Path, extra: dict | None = None,
         import subprocess
         import sys
 
+        _pending(out_dir, knob).touch()  # removed by the plotting process when it is done
         subprocess.Popen([sys.executable, "-c", "import sys; from longtail.sweep import "
                           "plot_sweep_files; plot_sweep_files(sys.argv[1], sys.argv[2])",
                           str(out_dir), knob], stdin=subprocess.DEVNULL,
@@ -218,12 +220,33 @@ def write_sweep(result: dict, out_dir: Path, extra: dict | None = None,
         plot_sweep(result, out_dir / f"{knob}.png")
 
 
+def _pending(out_dir: Path, knob: str) -> Path:
+    return out_dir / f".{knob}.png.pending"
+
+
+def _wait_for_plot(out_dir: Path, knob: str, timeout: float = 60.0) -> None:
+    """Wait while a background plot of ``knob`` is being drawn (a marker a killed plotter left
+    behind is removed after ``timeout``)."""
+    marker = _pending(out_dir, knob)
+    deadline = time.monotonic() + timeout
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    marker.unlink(missing_ok=True)
+
+
 def plot_sweep_files(out_dir: str | Path, knob: str) -> None:
     """Draw ``<knob>.png`` from ``<knob>.csv`` and ``<knob>.json`` (the background plot). A
     failure is written to ``<knob>.png.error`` instead of vanishing with the process."""
+    out_dir = Path(out_dir)
+    try:
+        _draw_from_files(out_dir, knob)
+    finally:
+        _pending(out_dir, knob).unlink(missing_ok=True)
+
+
+def _draw_from_files(out_dir: Path, knob: str) -> None:
     import json
 
-    out_dir = Path(out_dir)
     try:
         with open(out_dir / f"{knob}.csv", newline="") as f:
             rows = [{k: (None if v == "" else v if k == "split" else float(v))
