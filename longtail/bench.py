@@ -221,7 +221,7 @@ def command_line() -> str:
 # Results: one table for the suite
 
 
-PAPER_TOP1 = {  # methods.md §11: their numbers, top-1 %, ResNet-32, r = 100 / 50 / 10
+PAPER_TOP1 = {  # methods.md §9: their numbers, top-1 %, ResNet-32, r = 100 / 50 / 10
     "cifar10_lt": {
         "Focal": (70.4, 76.7, 86.7), "CB loss": (74.6, 79.3, 87.1), "LDAM": (77.0, 81.0, 88.2),
         "BBN": (79.8, 82.2, 88.3), "De-confound": (71.7, 77.8, 86.8),
@@ -449,7 +449,7 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
     paper = PAPER_TOP1.get(suite_name)
     if paper:
         which = {100: 0, 50: 1, 10: 2}.get(int(ratio or 100))
-        lines += ["", "Their numbers (methods.md §11: the papers' tables, 200 epochs, ResNet-32; "
+        lines += ["", "Their numbers (methods.md §9: the papers' tables, 200 epochs, ResNet-32; "
                   "**not measured here**), top-1 at this ratio:", "",
                   "| method (paper) | top-1 |", "|---|---|"]
         lines += [f"| {name} | {vals[which]:.1f} |" for name, vals in paper.items()]
