@@ -376,3 +376,12 @@ def test_explain_targets_the_attended_map() -> None:
     config = load_config("quickstart", ["model.head=meta_embedding", "model.attention=modulated",
                                         "model.attention_args={map_size: [4, 4]}"])
     assert default_layers(build_model(config.model, 10, 1)) == ["backbone.attention"]
+
+
+def test_library_backbones_give_their_last_feature_map() -> None:
+    from longtail.models.backbones import create_backbone
+
+    for name in ("torchvision/resnet18", "timm/resnet18"):
+        backbone = create_backbone(name)
+        fmap = backbone.feature_map(torch.zeros(1, 3, 64, 64))
+        assert fmap.shape == (1, backbone.out_features, 2, 2), name

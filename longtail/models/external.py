@@ -213,14 +213,8 @@ class TimmBackbone(nn.Module):
         return self.net(x)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map before pooling (torchvision's ResNet family only: OLTR's
-        modulated attention works on it)."""
-        net = self.net
-        if type(net).__name__ != "ResNet":
-            raise ConfigError(f"model.attention: backbone '{self.name}' has no feature map "
-                              "longtail can take (torchvision's ResNet family only)")
-        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-        return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        """timm's unpooled features (``forward_features``), for OLTR's modulated attention."""
+        return self.net.forward_features(x)
 
     def library_state_dict(self) -> dict[str, torch.Tensor]:
         """timm's pretrained weights for this model (classifier removed, first convolution
