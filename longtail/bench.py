@@ -348,27 +348,36 @@ def _cell(entry: dict, col: str) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def _row_file(out_dir: Path, key: str) -> Path:
+    return out_dir / "rows" / f"{key}.json"
+
+
 def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path,
                   out_dir: Path, command: str, ratio: float | None = None,
                   methods: list[str] | None = None) -> Path:
     """``results.md`` (table + budget + paper numbers), ``results.csv``, ``configs/``,
-    ``command.txt`` in ``out_dir``."""
+    ``command.txt`` and ``rows/`` in ``out_dir``.
+
+    Each trained method's rows are kept in ``rows/<method>.json`` (with its training time, test
+    curve and the command that produced it), and the table is rebuilt from every such file: a
+    bench of some methods replaces their rows and keeps the others', so the runs of an earlier
+    invocation (perhaps on another machine) are never lost from the table."""
     import csv
     import json
     import shutil
 
     import yaml
 
+    from longtail.checkpoint import atomic_write_text
     from longtail.sweep import PREVIOUS
 
-    table = collect(suite_name, run_base, seeds, methods)
+    fresh = collect(suite_name, run_base, seeds, methods)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "configs").mkdir(exist_ok=True)
-    seconds: dict[str, float] = {}
-    curves: dict[str, list[tuple[int, float]]] = {}  # test top-1 during training (eval_every)
-    in_table = {entry["run"] for entry in table}
+    (out_dir / "rows").mkdir(exist_ok=True)
     for method in SUITES[suite_name].methods:
-        if method.key not in in_table:
+        entries = [e for e in fresh if e["run"] == method.key]
+        if not entries:
             continue
         d = run_base / method.key / f"seed{seeds[0]}"
         if (d / "config.yaml").exists():
@@ -377,13 +386,33 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
             # The latest sweeps only: sweeps/previous/ is the run's own history.
             shutil.copytree(d / "sweeps", out_dir / "sweeps" / method.key, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(PREVIOUS))
+        seconds, curve = None, []
         if (d / "metrics.jsonl").exists():
-            lines = (d / "metrics.jsonl").read_text().splitlines()
-            seconds[method.key] = sum(json.loads(x).get("epoch_seconds", 0.0) for x in lines if x)
-            curve = [(r["epoch"], r["test_top1"]) for r in map(json.loads, filter(None, lines))
+            records = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x]
+            seconds = sum(r.get("epoch_seconds", 0.0) for r in records)
+            curve = [[r["epoch"], r["test_top1"]] for r in records
                      if r.get("test_top1") is not None]
-            if curve:
-                curves[method.key] = curve
+        atomic_write_text(_row_file(out_dir, method.key), json.dumps(
+            {"entries": entries, "train_seconds": seconds, "test_curve": curve,
+             "command": command}, indent=1) + "\n")
+
+    table, seconds, curves, commands, kept = [], {}, {}, [], []
+    for method in SUITES[suite_name].methods:
+        path = _row_file(out_dir, method.key)
+        if not path.exists():
+            continue
+        saved = json.loads(path.read_text())
+        table += saved["entries"]
+        if saved.get("train_seconds") is not None:
+            seconds[method.key] = saved["train_seconds"]
+        if saved.get("test_curve"):
+            curves[method.key] = [tuple(ev) for ev in saved["test_curve"]]
+        if saved["command"] not in commands:
+            commands.append(saved["command"])
+        if not any(e["run"] == method.key for e in fresh):
+            kept.append(method.key)
+    in_table = {entry["run"] for entry in table}
+    seeds = sorted({s for entry in table for s in entry["seeds"]}) or seeds
     with open(out_dir / "results.csv", "w", newline="") as f:
         fields = ["label", "run", "knob", "values", "seeds"]
         fields += [c for col in COLUMNS for c in (col, f"{col}_std")]
@@ -393,13 +422,17 @@ def write_results(suite_name: str, budget: str, seeds: list[int], run_base: Path
             writer.writerow({**entry, "values": " ".join(f"{v:g}" for v in entry["values"]
                                                          if v is not None),
                              "seeds": " ".join(map(str, entry["seeds"]))})
-    (out_dir / "command.txt").write_text(command + "\n")
+    (out_dir / "command.txt").write_text("\n".join(commands) + "\n")
 
     base_cfg = None
     any_cfg = next(iter(sorted((out_dir / "configs").glob("*.yaml"))), None)
     if any_cfg is not None:
         base_cfg = yaml.safe_load(any_cfg.read_text())
-    lines = [f"# {suite_name} — budget `{budget}`", "", f"Command: `{command}`", ""]
+    lines = [f"# {suite_name} — budget `{budget}`", ""]
+    lines += [f"Command: `{c}`" for c in commands] + [""]
+    if kept:
+        lines.append(f"- rows of {', '.join(kept)}: kept from an earlier bench (`rows/`), not "
+                     "re-collected from this invocation's runs root")
     if base_cfg is not None:
         d, o, t = base_cfg["data"], base_cfg["optim"], base_cfg["train"]
         source = d["root"] if d["dataset"] == "folder" else d["dataset"]

@@ -56,6 +56,22 @@ def test_digits_suite_subset_writes_table_and_skips_finished_runs(tmp_path: Path
     assert [p.stem for p in (subset / "configs").glob("*.yaml")] == ["baseline"]
     assert "deconfound" not in (subset / "results.md").read_text()
 
+    # A bench of some methods into an existing table replaces their rows and keeps the others',
+    # even when their runs are gone (another machine, another runs root).
+    import shutil
+
+    before = {r["label"]: r for r in rows}
+    shutil.rmtree(runs / "digits_lt_cpu" / "deconfound")
+    out = run_suite("digits_lt", "cpu", [0], runs_root=str(runs), methods=["baseline"],
+                    results_root=str(results), overrides=FAST)
+    table = (out / "results.md").read_text()
+    assert "| De-confound (α=0) |" in table and "| NCM (decoupling) |" in table
+    assert "rows of ncm, deconfound: kept from an earlier bench" in table
+    with open(out / "results.csv") as f:
+        after = {r["label"]: r for r in csv.DictReader(f)}
+    assert after == before
+    assert sorted(p.stem for p in (out / "rows").glob("*.json")) == sorted(methods)
+
 
 def test_oltr_rows_fine_tune_the_baseline_then_decouple(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
