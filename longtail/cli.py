@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from longtail.config import ConfigError, load_config, shipped_configs
+from longtail.config import ConfigError, load_config, load_run_config, shipped_configs
 
 DEFAULT_SPEED_OUT = "runs/speed"  # under runs/ like a training run, never the user's tree
 
@@ -138,6 +138,18 @@ def _train(args: argparse.Namespace) -> None:
 
         check_run_name(config.name)
         run_dir = Path("runs") / config.name
+    if config.task == "detection":
+        from longtail.detection.train import train_detector
+
+        if args.init or args.extend:
+            raise ValueError("--init and --extend apply to classification runs, not to "
+                             "detection (task: detection)")
+        train_detector(config, run_dir, resume=args.resume, overwrite=args.overwrite,
+                       device=args.device, progress=not args.no_progress, overrides=args.set)
+        from longtail.distributed import exit_worker
+
+        exit_worker(0)
+        return
     if args.init and not config.stage2.method:
         # A config without a stage2 section fine-tunes from the run (longtail.finetune).
         if args.resume:
@@ -169,6 +181,18 @@ def _eval(args: argparse.Namespace) -> None:
     # An explicit α is a result of its own, beside the run's main one (which report, bench and
     # the sweeps read): eval/alpha_<A>/. Without --alpha the main eval/ is re-made.
     out_dir = args.run_dir / "eval" / f"alpha_{args.alpha:g}" if args.alpha is not None else None
+    if load_run_config(args.run_dir).task == "detection":
+        from longtail.detection.train import evaluate_detection_run
+
+        if args.inference is not None:
+            suffix = "" if args.alpha is None else f"_alpha_{args.alpha:g}"
+            out_dir = args.run_dir / "eval" / f"{args.inference}{suffix}"
+        with run_lock(args.run_dir, "longtail eval"):
+            evaluate_detection_run(args.run_dir, device=args.device, alpha=args.alpha,
+                                   inference=args.inference, out_dir=out_dir)
+        return
+    if args.inference is not None:
+        raise ValueError("--inference applies to detection runs (task: detection)")
     with run_lock(args.run_dir, "longtail eval"):  # eval rewrites the run's eval/ files
         evaluate_run(args.run_dir, device=args.device, alpha=args.alpha, out_dir=out_dir)
 
@@ -203,6 +227,10 @@ def _synthetic(args: argparse.Namespace) -> None:
         synthetic.la_gaussian_study(out, trials=args.trials, seed=args.seed)
     elif args.study == "placed_digits":
         synthetic.placed_digits(out, seed=args.seed)
+    elif args.study == "detection":
+        from longtail.detection.synthetic import make_detection_set
+
+        make_detection_set(out, seed=args.seed, overwrite=args.overwrite)
     else:
         synthetic.tde_1d_study(out, seed=args.seed, repeats=args.trials)
     print(f"written to {out}")
@@ -265,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float,
                    help="TDE strength α at test time (causal heads); the results go to "
                    "RUN_DIR/eval/alpha_<A>/, leaving the run's own eval/ files as they are")
+    p.add_argument("--inference", choices=["plain", "tde", "background_exempted"],
+                   help="detection runs: the RoI classifier's inference (default: the run's "
+                   "eval.inference); results in RUN_DIR/eval/<inference>[_alpha_<A>]/")
     p.add_argument("--device")
     p.set_defaults(func=_eval)
     p = sub.add_parser("sweep", help="sweep a post-hoc knob (α, τ) over a run's saved features",
@@ -278,13 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("synthetic", help="the synthetic studies: logit adjustment's 2-D Gaussians "
-                       "(la), the 1-D TDE illustration (tde); placed digits with known boxes")
-    p.add_argument("study", choices=["la", "tde", "placed_digits"],
+                       "(la), the 1-D TDE illustration (tde); placed digits with known boxes; a "
+                       "long-tailed detection set (detection)")
+    p.add_argument("study", choices=["la", "tde", "placed_digits", "detection"],
                    help="la / tde: the studies; placed_digits: a class-folder image set with "
-                   "known object boxes (boxes.json), for longtail explain --boxes")
+                   "known object boxes (boxes.json), for longtail explain --boxes; detection: "
+                   "a long-tailed COCO-format detection set of textured shapes (seconds on CPU)")
     p.add_argument("--out", help="output folder (default: runs/synthetic/<study>)")
     p.add_argument("--trials", type=int, default=100, help="independent trials (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="detection: replace a previous synthetic detection set in --out")
     p.set_defaults(func=_synthetic)
 
     p = sub.add_parser("bench", help="run every method of a benchmark suite under one budget")

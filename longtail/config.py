@@ -165,6 +165,9 @@ class Stage2Config:
 
 @dataclass
 class Config:
+    # classification | detection (longtail.detection.config.DetectionConfig: its own data,
+    # model and eval sections)
+    task: str = "classification"
     name: str = "run"
     # Modules or .py files imported before the names are checked, so that their
     # @HEADS.register(...) etc. take effect (longtail.plugins); a run re-imports them.
@@ -232,7 +235,18 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+TASKS = ("classification", "detection")
+
+
 def from_dict(values: dict[str, Any]) -> Config:
+    """The config tree of ``values``; ``task: detection`` builds a ``DetectionConfig``."""
+    task = values.get("task", "classification")
+    if task not in TASKS:
+        raise ConfigError(f"unknown task '{task}' (task): {did_you_mean(str(task), list(TASKS))}")
+    if task == "detection":
+        from longtail.detection.config import DetectionConfig
+
+        return _build(DetectionConfig, values)
     return _build(Config, values)
 
 
@@ -418,6 +432,10 @@ LOGGERS = ("jsonl", "csv", "tensorboard", "wandb", "mlflow")
 
 def validate(config: Config) -> None:
     """Impossible values caught before any work starts."""
+    if config.task == "detection":
+        from longtail.detection.config import validate_detection
+
+        return validate_detection(config)
     d, o, t = config.data, config.optim, config.train
     checks = [
         (d.imbalance_ratio >= 1, f"data.imbalance_ratio must be >= 1, got {d.imbalance_ratio}"),

@@ -370,3 +370,54 @@ class EqualizationLoss(_CountsLoss):
             f"num_classes={self.num_classes}, freq_threshold={self.freq_threshold}, "
             f"exclude_prob={self.exclude_prob}, tail_classes={int(self.tail.sum())}"
         )
+
+
+@LOSSES.register("sigmoid_eql")
+class SigmoidEqualizationLoss(nn.Module):
+    """Sigmoid equalization loss of Tan et al. (CVPR 2020), the LVIS baseline TDE was compared
+    with (methods.md §5), for a detector's RoI classifier over C + 1 classes, background at
+    ``background_index``:
+
+        L = −(1/N) Σ_i Σ_j w_ij [y_ij log p_ij + (1 − y_ij) log(1 − p_ij)],  p = sigmoid(z)
+        w_ij = 1 − E(r_i) · T_λ(f_j) · (1 − y_ij)
+
+    ``E(r) = 1`` for a foreground RoI and 0 for a background one; ``T_λ(f_j) = 1`` when class j's
+    frequency ``f_j`` (the fraction of training images that contain it) is below ``λ =
+    freq_threshold``, 0 otherwise and always 0 for the background column. So a foreground RoI
+    sends no discouraging gradient to the tail classes it is not; background RoIs still do.
+    ``category_frequency`` (C + 1,) comes from the training annotations (the background entry
+    is ignored). λ = 1.76e-3 is Tan et al.'s LVIS value; on a small set pick λ between the
+    frequencies of the classes to protect and the others. Predictions use ``sigmoid(z)``."""
+
+    def __init__(self, category_frequency: Any, freq_threshold: float = 1.76e-3,
+                 background_index: int = 0) -> None:
+        super().__init__()
+        freq = torch.as_tensor(category_frequency, dtype=torch.float32)
+        if freq.ndim != 1 or freq.numel() < 2:
+            raise ValueError(f"loss 'sigmoid_eql': category_frequency must be 1-D with background "
+                             f"+ at least 1 class, got shape {tuple(freq.shape)}")
+        if not 0.0 <= freq_threshold <= 1.0:
+            raise ValueError(f"loss 'sigmoid_eql': freq_threshold must be in [0, 1], got "
+                             f"{freq_threshold}")
+        if not 0 <= background_index < freq.numel():
+            raise ValueError(f"loss 'sigmoid_eql': background_index {background_index} out of "
+                             f"range for {freq.numel()} classes")
+        tail = freq < freq_threshold
+        tail[background_index] = False
+        self.freq_threshold, self.background_index = float(freq_threshold), background_index
+        self.register_buffer("tail", tail.float(), persistent=False)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if logits.ndim != 2 or logits.shape[1] != self.tail.numel():
+            raise ValueError(f"loss 'sigmoid_eql': expected logits of shape (N, "
+                             f"{self.tail.numel()}), got {tuple(logits.shape)}")
+        y = F.one_hot(targets, logits.shape[1]).float()
+        foreground = (targets != self.background_index).float()[:, None]  # E(r)
+        weight = 1.0 - foreground * self.tail * (1.0 - y)
+        bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        return (weight * bce).sum() / max(len(targets), 1)
+
+    def extra_repr(self) -> str:
+        return (f"freq_threshold={self.freq_threshold}, tail_classes={int(self.tail.sum())}, "
+                f"background_index={self.background_index}")

@@ -227,8 +227,10 @@ def test_shipped_configs_listed():
 
 @pytest.mark.parametrize("name", shipped_configs())
 def test_every_shipped_config_loads_and_validates(name):
+    from longtail.detection.config import DetectionConfig
+
     config = load_config(name)
-    assert isinstance(config, Config)
+    assert isinstance(config, DetectionConfig if config.task == "detection" else Config)
     assert config.name == name  # not the name of the config it starts from
 
 

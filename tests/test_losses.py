@@ -239,7 +239,8 @@ def test_registry_has_every_loss() -> None:
 def test_every_registered_loss_forward_backward(name: str) -> None:
     torch.manual_seed(0)
     counts = torch.tensor([5000, 2000, 800, 300, 12, 5])  # last two below EQL's 3e-3 prior
-    context = {"class_counts": counts, "num_classes": 6, "epochs": 4}
+    context = {"class_counts": counts, "num_classes": 6, "epochs": 4,
+               "category_frequency": counts / counts.sum()}  # sigmoid_eql: class 0 background
     options = {"drw_epoch": 1} if name == "ldam" else {}
     loss = LOSSES.create(name, context=context, **options)
     logits = torch.randn(16, 6, requires_grad=True)

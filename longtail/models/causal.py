@@ -226,22 +226,33 @@ class CausalNormHead(nn.Module):
         return (unit * self._direction()).sum(dim=-1)
 
     @torch.no_grad()
-    def update_mean_feature(self, x: torch.Tensor) -> None:
+    def update_mean_feature(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> None:
         """x̄ ← μ·x̄ + mean_batch(x) (methods.md §3), detached, without host sync.
 
-        Public so that callers can feed a subset (e.g. foreground region features only in
-        detection, methods.md §5). Under torch.distributed with world size > 1 the batch mean is the
-        mean over all processes' samples (sums and counts are all-reduced; with equal per-process
-        batches this is the average of the per-process means), so every process holds the same x̄.
-        A step where no process has a sample leaves x̄ unchanged.
+        ``weights`` (N,), 0/1 or non-negative, makes the batch mean a weighted one,
+        ``Σ w_i x_i / Σ w_i``: detection passes 1 for foreground RoIs and 0 for background ones
+        (the head direction is averaged over foreground features only, methods.md §5) without
+        indexing, which would sync with the host. Under torch.distributed with world size > 1 the
+        batch mean is the mean over all processes' samples (sums and counts are all-reduced;
+        with equal per-process batches this is the average of the per-process means), so every
+        process holds the same x̄. A step where no process has a sample (or all weights are 0)
+        leaves x̄ unchanged.
         """
         self._check_features(x)
         x = x.detach().float()
-        stats = torch.cat([x.sum(dim=0), x.new_full((1,), float(x.shape[0]))])
+        if weights is None:
+            total, count = x.sum(dim=0), x.new_full((1,), float(x.shape[0]))
+        else:
+            if weights.shape != x.shape[:1]:
+                raise ValueError(f"{type(self).__name__}: weights must have shape "
+                                 f"({x.shape[0]},), got {tuple(weights.shape)}")
+            w = weights.detach().float()
+            total, count = w @ x, w.sum().reshape(1)
+        stats = torch.cat([total, count])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
         total, count = stats[:-1], stats[-1]
-        batch_mean = total / count.clamp_min(1.0)
+        batch_mean = total / count.clamp_min(1e-12)
         updated = self.mean_feature * self.momentum + batch_mean
         # torch.where instead of an `if count > 0` so the training path never syncs with the host.
         self.mean_feature.copy_(torch.where(count > 0, updated, self.mean_feature))

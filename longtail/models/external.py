@@ -269,17 +269,17 @@ BACKBONES.register_namespace("timm", _resolve_timm)
 # model.pretrained
 
 
-def _weights_file(spec: str) -> Path:
+def _weights_file(spec: str, key: str = "model.pretrained") -> Path:
     """The file ``model.pretrained: PATH`` names: a weights file, or a run's last checkpoint."""
     path = Path(spec).expanduser()
     if path.is_dir():
         last = path / "checkpoints" / "last.pt"
         if not last.is_file():
-            raise ConfigError(f"model.pretrained: '{spec}' is a folder without "
+            raise ConfigError(f"{key}: '{spec}' is a folder without "
                               "checkpoints/last.pt (give a weights file or a longtail run)")
         return last
     if not path.is_file():
-        raise ConfigError(f"model.pretrained: '{spec}' does not exist (true: the library's "
+        raise ConfigError(f"{key}: '{spec}' does not exist (true: the library's "
                           "weights; PATH: a .pt/.pth/.safetensors state dict)")
     return path
 
@@ -296,24 +296,24 @@ def check_pretrained(cfg: ModelConfig) -> None:
         _weights_file(spec)
 
 
-def read_state_dict(spec: str) -> dict[str, torch.Tensor]:
+def read_state_dict(spec: str, key: str = "model.pretrained") -> dict[str, torch.Tensor]:
     """The tensors of a weights file: ``.safetensors``, or anything ``torch.load`` reads with
     ``weights_only=True`` (a bare state dict, ``{"state_dict": ...}``, a longtail checkpoint)."""
-    path = _weights_file(spec)
+    path = _weights_file(spec, key)
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ConfigError(f"model.pretrained: '{path}' needs the safetensors package: pip "
+            raise ConfigError(f"{key}: '{path}' needs the safetensors package: pip "
                               "install safetensors (or give a .pt/.pth file)") from None
         try:
             return load_file(str(path))
         except Exception as err:
-            raise ValueError(f"model.pretrained: '{path}' cannot be loaded: "
+            raise ValueError(f"{key}: '{path}' cannot be loaded: "
                              f"{_first_line(err)}") from None
     from longtail.checkpoint import _torch_load
 
-    state = _torch_load(path, "model.pretrained file")
+    state = _torch_load(path, f"{key} file")
     if isinstance(state, dict):
         for wrapper in ("model", "state_dict"):  # a longtail / Lightning-style checkpoint
             if isinstance(state.get(wrapper), dict):
@@ -322,7 +322,7 @@ def read_state_dict(spec: str) -> dict[str, torch.Tensor]:
     tensors = isinstance(state, dict) and state and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     if not tensors:
-        raise ValueError(f"model.pretrained: '{path}' holds no state dict (a mapping of names "
+        raise ValueError(f"{key}: '{path}' holds no state dict (a mapping of names "
                          "to tensors)")
     return state
 
