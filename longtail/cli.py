@@ -241,6 +241,15 @@ def _bench(args: argparse.Namespace) -> None:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",") if args.methods else None
+    if args.suite == "synthetic_detection":
+        from longtail.bench import command_line
+        from longtail.detection.bench import run_detection_suite
+
+        overrides = [*args.set, *([f"data.root={args.data_root}"] if args.data_root else [])]
+        run_detection_suite(seeds, Path(args.runs_root) / "synthetic_detection",
+                            Path(args.results_root) / "synthetic_detection", overrides,
+                            args.device, methods, command_line())
+        return
     run_suite(args.suite, args.budget, seeds, args.data_root, args.ratio, args.runs_root,
               methods, args.device, args.results_root, args.set)
 
@@ -323,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_synthetic)
 
     p = sub.add_parser("bench", help="run every method of a benchmark suite under one budget")
-    p.add_argument("suite", help="cifar10_lt, cifar100_lt or digits_lt")
+    p.add_argument("suite", help="cifar10_lt, cifar100_lt, digits_lt or synthetic_detection "
+                   "(the detection rows on `longtail synthetic detection`'s set)")
     p.add_argument("--budget", default="cpu", choices=["cpu", "paper"])
     p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: 0)")
     p.add_argument("--data-root", help="dataset root (default: the suite config's)")

@@ -110,3 +110,22 @@ def test_two_processes_train_one_detector(tiny_set: Path, tmp_path: Path) -> Non
     assert done.stdout.count("longtail: test box AP") == 1  # rank 0 alone evaluates
     history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     assert history[0]["world_size"] == 2
+
+
+def test_detection_bench_tables_every_row_and_skips_finished_runs(
+        tiny_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["bench", "synthetic_detection", "--seeds", "0,1", "--data-root", str(tiny_set),
+            "--runs-root", str(tmp_path / "runs"), "--results-root", str(tmp_path / "res")]
+    for o in TINY:
+        args += ["--set", o]
+    assert main(args) == 0
+    table = (tmp_path / "res" / "synthetic_detection" / "results.md").read_text()
+    for label in ("Baseline (linear, softmax CE)", "Sigmoid EQL",
+                  "De-confound-TDE, no background exemption",
+                  "De-confound-TDE, background-exempted"):
+        assert f"| {label} |" in table
+    results = json.loads((tmp_path / "res" / "synthetic_detection" / "results.json").read_text())
+    assert all(len(r["AP"]) == 2 for r in results["rows"])  # both seeds
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done, skipping") == 6

@@ -324,19 +324,22 @@ def evaluate_split(model: torch.nn.Module, coco: CocoSet, config: DetectionConfi
 
 def evaluate_detection_run(run_dir: str | Path, device: str | None = None,
                            alpha: float | None = None, inference: str | None = None,
-                           out_dir: Path | None = None, model: torch.nn.Module | None = None,
+                           logit_adjust: float | None = None, out_dir: Path | None = None,
+                           model: torch.nn.Module | None = None,
                            config: DetectionConfig | None = None,
                            sets: dict[str, CocoSet] | None = None) -> dict[str, Any]:
     """Evaluate a finished (or training) detection run on test (and val) and write
     ``eval/{split}_metrics.json`` and ``eval/{split}_detections.json`` (COCO results).
-    ``alpha`` / ``inference`` override the run's eval section (results then go to
-    ``out_dir``)."""
+    ``alpha`` / ``inference`` / ``logit_adjust`` override the run's eval section (results then
+    go to ``out_dir``)."""
     run_dir = Path(run_dir)
     config = copy.deepcopy(config) if config is not None else load_run_config(run_dir)
     if inference is not None:
         config.eval.inference = inference
     if alpha is not None:
         config.eval.alpha = alpha
+    if logit_adjust is not None:
+        config.eval.logit_adjust = logit_adjust
     dev = resolve_device(device or config.train.device)
     split = read_json(run_dir / "split.json", "split file")
     if sets is None:
