@@ -453,6 +453,14 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None,
         raise ReportError(f"run names must be unique, got {labels}")
     if any("|" in n for n in labels):
         raise ReportError(f"run names must not contain '|' (markdown tables), got {labels}")
+    from longtail.detection.report import is_detection_run
+
+    detection = [is_detection_run(d) for d in run_dirs]
+    if any(detection) and not all(detection):
+        raise ReportError("a report compares runs of one task: these mix detection and "
+                          "classification runs")
+    if all(detection):
+        return _write_detection_report(run_dirs, labels, out, names, overwrite, command)
     # Read (and so validate) every run before touching the output directory.
     runs = [load_run_record(d, n) for d, n in zip(run_dirs, labels)]
     out_dir = Path(out) if out is not None else default_out_dir(names)
@@ -497,6 +505,26 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None,
             if note:
                 blocks.append(("p", note[0].upper() + note[1:]))
 
+    markdown, page = _render(blocks, out_dir, title)
+    (out_dir / "report.md").write_text(markdown)
+    (out_dir / "report.html").write_text(page)
+    return out_dir
+
+
+def _write_detection_report(run_dirs: list[str | Path], labels: list[str],
+                            out: str | Path | None, names: list[str] | None, overwrite: bool,
+                            command: str | None) -> Path:
+    from longtail.detection.report import detection_blocks, load_detection_record
+
+    for d, n in zip(run_dirs, labels):  # validate every run before touching the output
+        load_detection_record(d, n)
+    out_dir = Path(out) if out is not None else default_out_dir(names)
+    prepare_out_dir(out_dir, overwrite)
+    title = "Long-tailed detection report: " + ", ".join(labels)
+    blocks: list[tuple[str, str]] = [("h1", title)]
+    if command:
+        blocks.append(("p", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `{command}`."))
+    blocks += detection_blocks(run_dirs, labels, out_dir / "figures")
     markdown, page = _render(blocks, out_dir, title)
     (out_dir / "report.md").write_text(markdown)
     (out_dir / "report.html").write_text(page)

@@ -129,3 +129,24 @@ def test_detection_bench_tables_every_row_and_skips_finished_runs(
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("done, skipping") == 6
+
+
+def test_report_of_detection_runs(tiny_set: Path, tmp_path: Path) -> None:
+    runs = []
+    for config in ("synthetic_detection", "synthetic_detection_tde"):
+        run = tmp_path / config
+        args = ["train", config, "--out", str(run), "--no-progress"]
+        for o in _overrides(tiny_set):
+            args += ["--set", o]
+        assert main(args) == 0
+        runs.append(str(run))
+    out = tmp_path / "report"
+    assert main(["report", *runs, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| run | AP | AP50 | AP75 | APr | APc | APf |" in text
+    assert "background_exempted" in text and (out / "figures" / "per_category_ap.png").exists()
+    # A report does not mix tasks: a classification run beside them is refused in one line.
+    classification = tmp_path / "cls"
+    classification.mkdir()
+    (classification / "config.yaml").write_text("task: classification\n")
+    assert main(["report", runs[0], str(classification), "--out", str(tmp_path / "r2")]) == 2
