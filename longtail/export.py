@@ -75,20 +75,28 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, check: torch.Tensor,
 
     def write(tmp: Path) -> None:
         names = {"input_names": ["images"], "output_names": ["logits"]}
-        if "dynamo" in inspect.signature(torch.onnx.export).parameters:
-            # torch.export-based exporter: the default and maintained one since PyTorch 2.9
-            # (the TorchScript-based one is deprecated there). Batch dimension symbolic.
+        dynamo = "dynamo" in inspect.signature(torch.onnx.export).parameters
+        if dynamo:
             try:
                 import onnxscript  # noqa: F401
             except ImportError:
                 raise ValueError("--format onnx needs the onnxscript package: pip install "
                                  "'longtail[export]'") from None
-            torch.onnx.export(module, (example,), str(tmp), dynamo=True, external_data=False,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-                              **names)
-        else:  # older PyTorch: the TorchScript-based exporter
-            torch.onnx.export(module, (example,), str(tmp), dynamic_axes={
-                "images": {0: "batch"}, "logits": {0: "batch"}}, **names)
+        try:
+            if dynamo:
+                # torch.export-based exporter: the default and maintained one since PyTorch
+                # 2.9 (the TorchScript-based one is deprecated there). Batch dimension symbolic.
+                torch.onnx.export(module, (example,), str(tmp), dynamo=True,
+                                  external_data=False, verbose=False,
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},), **names)
+            else:  # older PyTorch: the TorchScript-based exporter
+                torch.onnx.export(module, (example,), str(tmp), dynamic_axes={
+                    "images": {0: "batch"}, "logits": {0: "batch"}}, **names)
+        except Exception as err:  # torch.export's own multi-page report: keep one line
+            first = next((line for line in str(err).splitlines() if line.strip()),
+                         type(err).__name__)
+            raise ValueError(f"--format onnx: the model cannot be exported ({first}); try "
+                             "--format torchscript") from None
         session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         for batch, ref in ((check, expected), (check[:1], expected[:1])):
             got = torch.from_numpy(session.run(["logits"], {"images": batch.numpy()})[0])

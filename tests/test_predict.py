@@ -388,3 +388,19 @@ def test_the_input_size_comes_from_split_json_without_the_training_data(tmp_path
     shutil.rmtree(data_root)
     predictor = longtail.load_run(run, device="cpu")
     assert predictor.input_size == (shape[1], shape[2]) and predictor.channels == shape[0]
+
+
+def test_export_failure_is_one_line(tiny_run, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxscript")
+    run_dir = copy_run(tiny_run[0], tmp_path)
+
+    def fails(model, args, f=None, *, dynamo=False, **kwargs):  # noqa: ANN001, ANN202
+        raise RuntimeError("Failed to export the model with torch.export.\n\n## Exception "
+                           "summary\n<a long report>")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    code, _, err = run_main(["export", str(run_dir), "--format", "onnx"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert "cannot be exported (Failed to export the model with torch.export.)" in lines[0]
+    assert not (run_dir / "export" / "model.onnx").exists()
