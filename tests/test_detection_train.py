@@ -150,3 +150,17 @@ def test_report_of_detection_runs(tiny_set: Path, tmp_path: Path) -> None:
     classification.mkdir()
     (classification / "config.yaml").write_text("task: classification\n")
     assert main(["report", runs[0], str(classification), "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_mask_rcnn_with_focal_loss_reports_mask_ap(tiny_set: Path, tmp_path: Path) -> None:
+    run = tmp_path / "mask"
+    args = ["train", "synthetic_detection", "--out", str(run), "--no-progress",
+            "--set", "model.detector=mask_rcnn", "--set", "loss.name=focal",
+            "--set", "loss.args={gamma: 2.0}"]
+    for o in _overrides(tiny_set):
+        args += ["--set", o]
+    assert main(args) == 0
+    metrics = json.loads((run / "eval" / "test_metrics.json").read_text())
+    assert set(metrics) >= {"bbox", "segm"} and "APr" in metrics["segm"]
+    detections = json.loads((run / "eval" / "test_detections.json").read_text())
+    assert not detections or "segmentation" in detections[0]
