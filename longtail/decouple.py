@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -39,81 +38,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from longtail import distributed as dist
-from longtail.adjust import class_means, ncm_logits, tau_normalize
+from longtail.adjust import class_means, tau_normalize
 from longtail.checkpoint import save_checkpoint
 from longtail.config import Config, ConfigError, OptimConfig, Stage2Config, save_config
 from longtail.data import DataBundle, create_sampler, make_loader
 from longtail.data.samplers import epoch_generator
 from longtail.evaluate import per_class_accuracy
+from longtail.finetune import check_finished, extract_features
 from longtail.loggers import MetricsLog
+from longtail.models.decoupled import LWSHead, NCMHead
 from longtail.models.heads import LinearHead
-from longtail.registry import HEADS, did_you_mean
-
-# longtail.train is imported inside the functions that use it: ``longtail.models`` may import this
-# module to register the heads below, and train imports models (an import cycle otherwise).
+from longtail.registry import did_you_mean
 
 TAU_GRID = [round(0.1 * i, 1) for i in range(21)]  # 0, 0.1, ..., 2 (methods.md §7)
-
-# ---------------------------------------------------------------------------------------------
-# Heads that stage 2 produces (registered, so build_model rebuilds them from a saved config)
-
-
-@HEADS.register("lws")
-class LWSHead(nn.Module):
-    """Learnable weight scaling: logits ``s_c · (w_c · x + b_c)``, the whole linear output scaled,
-    as in Kang et al.'s published code (methods.md §7). ``scale_bias=False`` leaves the bias
-    unscaled, ``s_c · (w_c · x) + b_c`` (this package's form before it matched the published code;
-    the two agree when the bias is absent or zero). ``W`` and ``b`` are the stage-1 classifier's,
-    kept as buffers (saved with the model, never trained); the per-class scales ``s`` start at 1,
-    so the untrained head reproduces the stage-1 logits."""
-
-    def __init__(self, in_features: int, num_classes: int, bias: bool = True,
-                 scale_bias: bool = True) -> None:
-        super().__init__()
-        # nn.Linear's initialisation, so a head built on its own is a usable random classifier;
-        # stage 2 (``from_linear``) or a checkpoint overwrites it.
-        init = nn.Linear(in_features, num_classes, bias=bias)
-        self.register_buffer("weight", init.weight.detach().clone())
-        self.register_buffer("bias", init.bias.detach().clone() if bias else None)
-        self.scales = nn.Parameter(torch.ones(num_classes))
-        self.scale_bias = bool(scale_bias)
-
-    @classmethod
-    def from_linear(cls, head: LinearHead, scale_bias: bool = True) -> LWSHead:
-        """Wrap a trained linear head (its weights are copied, not shared)."""
-        fc = head.fc
-        lws = cls(fc.in_features, fc.out_features, bias=fc.bias is not None,
-                  scale_bias=scale_bias)
-        with torch.no_grad():
-            lws.weight.copy_(fc.weight)
-            if fc.bias is not None:
-                lws.bias.copy_(fc.bias)
-        return lws.to(fc.weight.device)
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, "
-                f"bias={self.bias is not None}, scale_bias={self.scale_bias}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale_bias:
-            return F.linear(x, self.weight, self.bias) * self.scales
-        logits = F.linear(x, self.weight) * self.scales
-        return logits if self.bias is None else logits + self.bias
-
-
-@HEADS.register("ncm")
-class NCMHead(nn.Module):
-    """Nearest class mean: cosine between the L2-normalised feature and each class mean of
-    L2-normalised training features (``adjust.ncm_logits``). The means are a buffer that stage 2
-    fills; the head has nothing to train."""
-
-    def __init__(self, in_features: int, num_classes: int) -> None:
-        super().__init__()
-        self.register_buffer("means", torch.zeros(num_classes, in_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ncm_logits(x, self.means)
-
 
 # ---------------------------------------------------------------------------------------------
 # Checks and the resolved config
@@ -144,16 +81,6 @@ def _differences(a: object, b: object, prefix: str) -> list[str]:
     """Keys of two config sections whose values differ (for a note, not an error)."""
     da, db = dataclasses.asdict(a), dataclasses.asdict(b)
     return [f"{prefix}.{k}" for k in da if da[k] != db.get(k)]
-
-
-def check_finished(init_dir: Path, stage1: Config) -> None:
-    """A stage-1 run killed half-way would give stage 2 a half-trained backbone."""
-    path = init_dir / "metrics.jsonl"
-    lines = [line for line in path.read_text().splitlines() if line] if path.exists() else []
-    last = json.loads(lines[-1])["epoch"] if lines else 0
-    if last < stage1.train.epochs:
-        raise ValueError(f"--init: run '{init_dir}' stopped at epoch {last} of "
-                         f"{stage1.train.epochs}; finish it first (longtail train --resume)")
 
 
 def _check_applicable(cfg: Stage2Config, model: nn.Module, data: DataBundle) -> None:
@@ -188,8 +115,6 @@ class _Stage2Run:
     def features(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features (float32) and labels of ``part`` on the device, in dataset order, in
         eval mode and without augmentation."""
-        from longtail.finetune import extract_features
-
         return extract_features(self.model.backbone, self.data, part, self.config, self.dev,
                                 self.amp)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,18 @@ from torch import nn
 from longtail.checkpoint import load_checkpoint
 from longtail.config import Config, ConfigError, load_run_config
 from longtail.data import DataBundle, LongTailSplit, make_loader
-from longtail.decouple import check_finished
 from longtail.models import LongTailModel, build_model
 from longtail.models.model import trunk_of
+
+
+def check_finished(init_dir: Path, stage1: Config) -> None:
+    """A stage-1 run killed half-way would give stage 2 a half-trained backbone."""
+    path = init_dir / "metrics.jsonl"
+    lines = [line for line in path.read_text().splitlines() if line] if path.exists() else []
+    last = json.loads(lines[-1])["epoch"] if lines else 0
+    if last < stage1.train.epochs:
+        raise ValueError(f"--init: run '{init_dir}' stopped at epoch {last} of "
+                         f"{stage1.train.epochs}; finish it first (longtail train --resume)")
 
 
 @dataclass
