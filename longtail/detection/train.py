@@ -131,6 +131,11 @@ def _torchvision_weights(model: torch.nn.Module, config: DetectionConfig) -> str
     return f"torchvision COCO weights: {len(fitting)} of {len(state)} tensors loaded"
 
 
+def _memory_format(config: DetectionConfig) -> torch.memory_format:
+    # channels-last convolutions: faster on CPU, with bf16 autocast especially
+    return torch.channels_last if config.train.channels_last else torch.contiguous_format
+
+
 def _to(targets: list[dict], dev: torch.device) -> list[dict]:
     return [{k: v.to(dev) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
@@ -180,7 +185,7 @@ def _train(config: DetectionConfig, run_dir: Path, resume: bool, overwrite: bool
     weights_note = None if state is not None else _weights(model, config)
     if state is not None:
         model.load_state_dict(state["model"])
-    model = model.to(dev)
+    model = model.to(dev, memory_format=_memory_format(config))
     dataset = DetectionDataset(train_set, train=True, with_masks=config.model.detector ==
                                "mask_rcnn", hflip=config.data.hflip, seed=tcfg.seed)
     sampler = dist.shard_sampler(create_sampler(
@@ -350,7 +355,7 @@ def evaluate_detection_run(run_dir: str | Path, device: str | None = None,
         if not ckpt.exists():
             raise FileNotFoundError(f"'{run_dir}' has no checkpoint to evaluate ({ckpt})")
         model.load_state_dict(load_checkpoint(ckpt, map_location="cpu")["model"])
-        model = model.to(dev)
+        model = model.to(dev, memory_format=_memory_format(config))
     predictor = model.roi_heads.box_predictor
     predictor.configure(config.eval.inference, config.eval.alpha, config.eval.logit_adjust)
     frequencies = {int(k): v for k, v in split["frequency"].items()}
