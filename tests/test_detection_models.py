@@ -163,3 +163,16 @@ def test_weights_from_a_classifier_state_dict_or_a_detector(tmp_path: Path) -> N
     torch.save({"x": torch.zeros(3)}, tmp_path / "unrelated.pth")  # tensors, none fitting
     with pytest.raises(DetectionModelError, match="no tensor"):
         load_detector_weights(model, tmp_path / "unrelated.pth")
+
+
+def test_mobilenet_backbone_weights_from_its_classifier(tmp_path: Path) -> None:
+    import torchvision
+
+    model = build_detector("faster_rcnn", "mobilenet_v3_fpn", num_classes=2, norm="frozen_bn",
+                           trainable_layers=3, min_size=64, max_size=64)
+    classifier = torchvision.models.mobilenet_v3_large()
+    torch.save(classifier.state_dict(), tmp_path / "mobilenet.pth")
+    note = load_detector_weights(model, tmp_path / "mobilenet.pth")
+    assert note.startswith("backbone weights")
+    body = dict(model.backbone.body.named_parameters())
+    assert torch.equal(body["0.0.weight"], classifier.features[0][0].weight)
