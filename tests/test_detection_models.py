@@ -176,3 +176,9 @@ def test_mobilenet_backbone_weights_from_its_classifier(tmp_path: Path) -> None:
     assert note.startswith("backbone weights")
     body = dict(model.backbone.body.named_parameters())
     assert torch.equal(body["0.0.weight"], classifier.features[0][0].weight)
+
+
+def test_sigmoid_classifier_starts_at_the_prior() -> None:
+    p = LongTailBoxPredictor(4, 3, head="linear", sigmoid=True).eval()
+    assert torch.allclose(p.head.fc.bias, torch.full((3,), -math.log(99.0)))
+    assert torch.allclose(p(torch.zeros(2, 4))[0], torch.full((2, 3), 0.01))

@@ -40,6 +40,7 @@ from longtail.loggers import MetricsLog, check_loggers
 from longtail.registry import HEADS, LOSSES
 from longtail.rundir import check_run_name, open_run_dir
 from longtail.train import (
+    TrainingDiverged,
     autocast,
     autocast_dtype,
     base_lr,
@@ -262,8 +263,9 @@ def _train(config: DetectionConfig, run_dir: Path, resume: bool, overwrite: bool
                            images_per_second=seen * dist.world_size() / elapsed)
                 dist.average_batchnorm_stats(model)  # one model everywhere before saving
                 if not math.isfinite(total):
-                    raise FloatingPointError(f"training diverged at epoch {epoch + 1}: loss "
-                                             f"{total} (lower optim.lr?)")
+                    raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: loss "
+                                           f"{total}; the checkpoint of epoch {epoch} is kept "
+                                           "(lower optim.lr?)")
                 if tcfg.eval_every and (epoch + 1) % tcfg.eval_every == 0 and \
                         epoch + 1 < tcfg.epochs and dist.is_main_process():
                     metrics = evaluate_split(model, sets["test"], config, dev,
