@@ -443,6 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--e2e-batches", type=int, help="cut the epoch to N batches (smoke only)")
     p.add_argument("--eval-steps", type=int, default=20, help="timed evaluation batches")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true",
+                   help="add (e): eager vs torch.compile of the backbone (train.compile) for each "
+                   "variant at --compile-batch-sizes, warm-up and first-epoch cost")
+    p.add_argument("--compile-batch-sizes", default="128,256",
+                   help="batch sizes of --compile (default: 128,256)")
+    p.add_argument("--sgd", action="store_true",
+                   help="add (f): optim.sgd_impl default vs foreach vs fused")
+    p.add_argument("--loss-curves", type=int, default=0, metavar="STEPS",
+                   help="add (g): loss curves of eager, compiled, foreach and fused SGD from one "
+                   "seed over STEPS steps, and their differences (default 0: not run)")
     p.add_argument("--sweep-only", action="store_true",
                    help="only (d): the wall-clock of a 100-value α sweep through the command "
                    "line, --repeats times; writes sweep.json and sweep.md")

@@ -103,6 +103,10 @@ class OptimConfig:
     # lr multipliers by parameter-name prefix, the longest matching prefix wins, e.g. OLTR's
     # stage 2: {backbone: 0.1, head.centroids: 0.1} (backbone and centroids at lr/10).
     lr_scales: dict[str, float] = field(default_factory=dict)
+    # torch.optim.SGD's implementation, the same update: default (torch's choice: foreach on
+    # CUDA, one parameter at a time on CPU) | foreach | fused (fails at the start where this
+    # torch or device has none).
+    sgd_impl: str = "default"
 
 
 @dataclass
@@ -126,6 +130,13 @@ class TrainConfig:
     # written: resume and report read it), csv (metrics.csv), tensorboard (only when installed),
     # wandb, mlflow (pip install 'longtail[wandb]' / '[mlflow]'; an error when missing).
     loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    # torch.compile of the backbone for training (evaluation stays eager): false | true | auto.
+    # The first step (and the epoch's short last batch) pays the compilation; a failure falls
+    # back to eager with a one-line note. auto: on where compile_speed_json (a speed.json of
+    # `longtail speed --compile` on this device and backbone) says it saves more than it costs
+    # over the run's steps; without one, on for CUDA, off for CPU (longtail.train.COMPILE_AUTO).
+    compile: bool | str = False
+    compile_speed_json: str | None = None
 
 
 @dataclass
@@ -426,6 +437,15 @@ def differences(a: Config, b: Config) -> list[str]:
     return [key for key in fa if fa[key] != fb.get(key)]
 
 
+def compile_setting(value: bool | str) -> str:
+    """``train.compile`` as 'true', 'false' or 'auto' (YAML's booleans and the words alike);
+    anything else comes back as written, for ``validate`` to name."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.strip().lower() if isinstance(value, str) else repr(value)
+
+
+SGD_IMPLS = ("default", "foreach", "fused")
 DATASETS = ["digits", "cifar10", "cifar100", "folder", "list"]
 LOGGERS = ("jsonl", "csv", "tensorboard", "wandb", "mlflow")
 
@@ -469,6 +489,13 @@ def validate(config: Config) -> None:
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.precision in ("bf16", "fp16", "fp32"),
          f"train.precision must be bf16, fp16 or fp32, got '{t.precision}'"),
+        (compile_setting(t.compile) in ("true", "false", "auto"),
+         f"train.compile must be true, false or auto, got {t.compile!r}"),
+        (t.compile_speed_json is None or compile_setting(t.compile) == "auto",
+         f"train.compile_speed_json is read by train.compile: auto only (train.compile is "
+         f"{t.compile!r})"),
+        (o.sgd_impl in SGD_IMPLS,
+         f"optim.sgd_impl must be default, foreach or fused, got {o.sgd_impl!r}"),
     ]
     checks.append((d.open_classes >= 0, f"data.open_classes must be >= 0, got {d.open_classes}"))
     checks.append((config.eval.open_score in ("max_prob", "reachability"),

@@ -11,6 +11,13 @@
 (c) Evaluation throughput: plain (linear head) vs TDE inference (``causal_norm`` head in eval
     mode), backbone + head as ``collect_outputs`` runs it, and the head alone over features of a
     saved test set's size (post-hoc sweeps re-run only the head).
+(d) An α sweep through the command line, start-up included.
+(e) ``--compile``: (a) eager vs with the backbone compiled (``train.compile``) at batch 128 and
+    256, with the first step (the compilation) and the first epoch's cost timed apart.
+(f) ``--sgd``: ``optim.sgd_impl`` default vs foreach vs fused, the optimizer step alone (and
+    whether the weights stay bit-identical) and within (a)'s step.
+(g) ``--loss-curves N``: eager, compiled, foreach and fused SGD trained from one seed for N
+    steps, each loss curve against the eager one, beside the difference bf16 rounding alone makes.
 
 Writes ``speed.json`` (device, versions, threads, every number) and ``speed.md`` (the exact
 command at the top, a one-row summary for cross-machine tables, and the detailed tables).
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -35,9 +43,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from longtail.config import Config, ModelConfig, load_config
+from longtail.config import SGD_IMPLS, Config, ModelConfig, TrainConfig, load_config
 from longtail.models import build_model
-from longtail.train import autocast, autocast_dtype, build_optimizer, resolve_device
+from longtail.train import (
+    CompiledBackbone,
+    autocast,
+    autocast_dtype,
+    build_optimizer,
+    first_error_line,
+    resolve_device,
+)
 
 # (precision, channels_last) in the order the tables list them.
 VARIANTS: dict[str, tuple[str, bool]] = {
@@ -49,6 +64,9 @@ VARIANTS: dict[str, tuple[str, bool]] = {
 GOAL_RATIO = 0.9  # the issue's goal: an end-to-end epoch within 10% of the model-only ceiling
 DEFAULT_OUT = "runs/speed"  # the same as `longtail speed --out`'s (cli.DEFAULT_SPEED_OUT)
 CIFAR_TEST_IMAGES = 10_000  # head-only timing runs over a saved CIFAR test set's worth of features
+# (e)'s first-epoch estimate is for an epoch of CIFAR-10-LT r = 100's training split.
+CIFAR10_LT_TRAIN_IMAGES = 12_280
+COMPILE_BATCH_SIZES = [128, 256]
 
 
 def _memory_format(channels_last: bool) -> torch.memory_format:
@@ -83,18 +101,24 @@ def parse_variants(text: str) -> list[str]:
 
 class TrainStep:
     """The trainer's step without its scheduler/scaler bookkeeping: autocast forward, float32
-    cross-entropy, backward, SGD, and the on-device running loss/accuracy sums (no host sync)."""
+    cross-entropy, backward, SGD, and the on-device running loss/accuracy sums (no host sync).
+    ``compiled``: the backbone compiled as ``train.compile`` does it (at the first call; errors
+    are raised, not hidden); ``sgd_impl``: ``optim.sgd_impl``."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str,
+                 compiled: bool = False, sgd_impl: str = "default") -> None:
         self.model = model.train()
         self.device = device
         self.amp = autocast_dtype(precision)
         # The recipe's optimizer (lr 0.1, momentum 0.9, wd 5e-4): same update cost as training.
-        self.optimizer = build_optimizer(model, Config().optim)
+        self.optimizer = build_optimizer(model, dataclasses.replace(Config().optim,
+                                                                    sgd_impl=sgd_impl))
+        if compiled:
+            CompiledBackbone(model.backbone, device).enable()
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.amp):
             logits = self.model(images)
             loss = F.cross_entropy(logits.float(), labels)
@@ -103,6 +127,7 @@ class TrainStep:
         self.optimizer.step()
         self.loss_sum += loss.detach() * len(labels)
         self.correct += (logits.detach().argmax(1) == labels).sum()
+        return loss.detach()
 
 
 def resnet32(num_classes: int = 10, in_channels: int = 3, head: str = "linear",
@@ -110,6 +135,22 @@ def resnet32(num_classes: int = 10, in_channels: int = 3, head: str = "linear",
     """The standard CIFAR ResNet-32 (64-d feature) with the given head."""
     return build_model(ModelConfig(backbone="resnet32", head=head, head_args=head_args or {}),
                        num_classes, in_channels)
+
+
+def _seconds(device: torch.device, run: Callable[[], object]) -> float:
+    _sync(device)
+    started = time.perf_counter()
+    run()
+    _sync(device)
+    return time.perf_counter() - started
+
+
+def _fresh_compiler() -> None:
+    # Every compiled measurement starts as a new process would: without this, a second batch
+    # size would reuse the dynamic-shape graph of the first, and past eight variants of one
+    # forward torch would stop compiling. Inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR)
+    # is kept: point it at an empty folder to time cold compiles.
+    torch._dynamo.reset()
 
 
 def _timed(device: torch.device, run: Callable[[], int]) -> tuple[float, int]:
@@ -127,17 +168,42 @@ def _timed(device: torch.device, run: Callable[[], int]) -> tuple[float, int]:
 
 def model_throughput(device: torch.device, precision: str = "fp32", channels_last: bool = False,
                      batch_size: int = 128, steps: int = 50, warmup: int = 5,
-                     num_classes: int = 10, image_size: int = 32, repeats: int = 2) -> dict:
+                     num_classes: int = 10, image_size: int = 32, repeats: int = 2,
+                     compiled: bool = False, sgd_impl: str = "default",
+                     epoch_images: int | None = None) -> dict:
     """Training images/s of ResNet-32 + linear head on one fixed random batch: the best of
-    ``repeats`` timings of ``steps`` steps (a shared machine's jitter only ever slows a run)."""
+    ``repeats`` timings of ``steps`` steps (a shared machine's jitter only ever slows a run).
+
+    The first warm-up step is timed apart (``first_step_seconds``: where ``compiled`` compiles,
+    and where oneDNN/cuDNN set up kernels either way). With ``epoch_images`` so is the first step
+    on that epoch's short last batch (a new shape, which compiles again), and
+    ``first_epoch_seconds`` estimates the first epoch of that many images (these two steps, the
+    rest at the timed rate) against ``epoch_seconds``, a later one. A failed compile gives a row
+    with its ``error`` and no timings."""
     torch.manual_seed(0)
     fmt = _memory_format(channels_last)
     model = resnet32(num_classes).to(device).to(memory_format=fmt)
-    step = TrainStep(model, device, precision)
+    if compiled:
+        _fresh_compiler()
+    step = TrainStep(model, device, precision, compiled, sgd_impl)
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
     images = images.contiguous(memory_format=fmt)
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
-    for _ in range(warmup):
+    row: dict = {"precision": precision, "channels_last": channels_last,
+                 "batch_size": batch_size, "backbone": "resnet32", "compiled": compiled,
+                 "sgd_impl": sgd_impl, "steps": steps, "warmup": max(1, warmup),
+                 "repeats": repeats}
+    full, short = divmod(epoch_images or 0, batch_size)
+    short_seconds = None
+    try:
+        first = _seconds(device, lambda: step(images, labels))
+        if full and short:  # slicing the batch dimension keeps the memory format
+            short_seconds = _seconds(device, lambda: step(images[:short], labels[:short]))
+    except Exception as err:  # noqa: BLE001 - a compiler's failure is a result here
+        if not compiled:
+            raise
+        return {**row, "error": first_error_line(err), "images_per_second": None}
+    for _ in range(warmup - 1):
         step(images, labels)
 
     def run() -> int:
@@ -147,10 +213,56 @@ def model_throughput(device: torch.device, precision: str = "fp32", channels_las
 
     timings = [_timed(device, run) for _ in range(repeats)]
     seconds, images_seen = min(timings)
-    return {"precision": precision, "channels_last": channels_last, "batch_size": batch_size,
-            "steps": steps, "warmup": warmup, "repeats": repeats, "seconds": seconds,
-            "images_per_second": images_seen / seconds, "ms_per_step": 1000 * seconds / steps,
-            "images_per_second_each": [n / t for t, n in timings]}
+    row.update({"seconds": seconds, "images_per_second": images_seen / seconds,
+                "ms_per_step": 1000 * seconds / steps,
+                "images_per_second_each": [n / t for t, n in timings],
+                "first_step_seconds": first})
+    if full:
+        step_seconds = seconds / steps
+        row.update({"epoch_images": epoch_images, "short_batch": short,
+                    "short_first_step_seconds": short_seconds,
+                    "epoch_seconds": (full + short / batch_size) * step_seconds,
+                    "first_epoch_seconds": first + (full - 1) * step_seconds
+                    + (short_seconds or 0.0)})
+    return row
+
+
+def compile_verdict(results: dict, device: torch.device, precision: str, channels_last: bool,
+                    batch_size: int, backbone: str, steps: int) -> tuple[bool | None, str]:
+    """``train.compile: auto`` from a ``speed.json`` (``results``): (on?, why) when its part (e)
+    measured this device, backbone, precision and memory format, else (None, why not). On when
+    compiling saves more than it costs over the run's ``steps``: at the measured batch size
+    nearest the run's, steps × (eager - compiled seconds per step) against the extra seconds of
+    the compiled first steps (the full batch's and the short last batch's)."""
+    measured = results.get("device", {})
+    name = device_name(device)
+    if measured.get("type") != device.type or measured.get("name") != name:
+        return None, (f"measured on {measured.get('name')!r} ({measured.get('type')}), not "
+                      f"this {name!r}")
+    fmt = "channels-last" if channels_last else "channels-first"
+    rows = [r for r in results.get("compile", {}).get("rows", [])
+            if r.get("backbone") == backbone and r.get("precision") == precision
+            and r.get("channels_last") == channels_last]
+    if not rows:
+        return None, f"no measurement of {backbone}, {precision}, {fmt}"
+    nearest = min({r["batch_size"] for r in rows}, key=lambda b: (abs(b - batch_size), b))
+    pair = {r["compiled"]: r for r in rows if r["batch_size"] == nearest}
+    if False not in pair or True not in pair:
+        return None, f"no eager and compiled pair at batch {nearest}"
+    eager, compiled = pair[False], pair[True]
+    if compiled.get("error"):
+        return False, f"compiling failed when measured ({compiled['error']})"
+
+    def first_steps(row: dict) -> float:
+        return row["first_step_seconds"] + (row.get("short_first_step_seconds") or 0.0)
+
+    cost = first_steps(compiled) - first_steps(eager)
+    saved = steps * batch_size * (1 / eager["images_per_second"]
+                                  - 1 / compiled["images_per_second"])
+    return saved > cost, (f"{precision}, {fmt}, batch {nearest}: compiled "
+                          f"{compiled['images_per_second']:.0f} vs eager "
+                          f"{eager['images_per_second']:.0f} img/s; compiling costs {cost:.0f} s "
+                          f"and saves {saved:.0f} s over {steps} steps")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +479,128 @@ def sweep_wallclock(values: int = 100, num_features: int = CIFAR_TEST_IMAGES,
 
 
 # ---------------------------------------------------------------------------------------------
+# (f) SGD implementations and (g) loss curves: faster, and the same training?
+
+
+def sgd_step_times(device: torch.device, steps: int = 50, repeats: int = 2,
+                   warmup: int = 3) -> list[dict]:
+    """ms per ``optimizer.step()`` over ResNet-32's parameters for each ``optim.sgd_impl``, on
+    the same weights and gradients, and the largest difference of the weights each reaches from
+    the default's after the same ``warmup + repeats × steps`` steps (0.0: the same to the bit).
+    The step alone: inside a training step its share is small, so its change is too."""
+    rows, reference = [], None
+    for impl in SGD_IMPLS:
+        torch.manual_seed(0)
+        model = resnet32().to(device)
+        optimizer = build_optimizer(model, dataclasses.replace(Config().optim, sgd_impl=impl))
+        generator = torch.Generator().manual_seed(1)
+        for param in model.parameters():  # fixed gradients of a plausible size
+            param.grad = (1e-2 * torch.randn(param.shape, generator=generator)).to(device)
+        _optimizer_steps(optimizer, warmup)
+        timings = [_timed(device, functools.partial(_optimizer_steps, optimizer, steps))
+                   for _ in range(repeats)]
+        weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+        reference = weights if reference is None else reference
+        rows.append({"sgd_impl": impl, "ms_per_step": 1000 * min(t for t, _ in timings) / steps,
+                     "ms_each": [1000 * t / steps for t, _ in timings],
+                     "steps": warmup + repeats * steps,
+                     "max_abs_weight_diff": (weights - reference).abs().max().item()})
+    return rows
+
+
+def _optimizer_steps(optimizer: torch.optim.Optimizer, steps: int) -> int:
+    for _ in range(steps):
+        optimizer.step()
+    return steps
+
+
+# The runs of (g), each against "eager". The second is the yardstick of "the same to bf16
+# rounding": the same eager training from weights rounded to bf16 once, at the start.
+CURVE_RUNS: dict[str, dict] = {
+    "eager": {},
+    "eager, initial weights rounded to bf16": {"round_init": True},
+    "compiled": {"compiled": True},
+    "foreach SGD": {"sgd_impl": "foreach"},
+    "fused SGD": {"sgd_impl": "fused"},
+}
+
+
+def synthetic_images(count: int, num_classes: int = 10, image_size: int = 32,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learnable stand-in for CIFAR (no data needed): a random pattern per class plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    patterns = torch.randn(num_classes, 3, image_size, image_size, generator=generator)
+    labels = torch.randint(0, num_classes, (count,), generator=generator)
+    noise = torch.randn(count, 3, image_size, image_size, generator=generator)
+    return 0.5 * patterns[labels] + noise, labels
+
+
+def loss_curve(device: torch.device, steps: int, batch_size: int = 128, precision: str = "bf16",
+               channels_last: bool = True, compiled: bool = False, sgd_impl: str = "default",
+               round_init: bool = False, pool: int = 4096) -> dict:
+    """The training loss at each of ``steps`` steps of ResNet-32 + linear head from seed 0, on
+    the same batches of ``synthetic_images`` every time (the recipe's SGD, lr 0.1 after a linear
+    warm-up over the first third of the steps, as training from scratch needs), and its
+    wall-clock: the first step apart, and the cumulative seconds."""
+    torch.manual_seed(0)
+    fmt = _memory_format(channels_last)
+    model = resnet32().to(device).to(memory_format=fmt)
+    if round_init:
+        with torch.no_grad():
+            for param in model.parameters():
+                param.copy_(param.to(torch.bfloat16).float())
+    if compiled:
+        _fresh_compiler()
+    step = TrainStep(model, device, precision, compiled, sgd_impl)
+    images, labels = synthetic_images(pool)
+    images, labels = images.to(device), labels.to(device)
+    order = torch.Generator().manual_seed(1)
+    row: dict = {"compiled": compiled, "sgd_impl": sgd_impl, "round_init": round_init}
+    losses, elapsed, total = [], [], 0.0
+    warmup = max(1, steps // 3)
+    try:
+        for i in range(steps):
+            for group in step.optimizer.param_groups:
+                group["lr"] = 0.1 * min(1.0, (i + 1) / warmup)
+            index = torch.randint(0, pool, (batch_size,), generator=order).to(device)
+            batch = images[index].contiguous(memory_format=fmt)
+            _sync(device)
+            started = time.perf_counter()
+            loss = step(batch, labels[index]).item()  # a host sync; this is not a speed test
+            total += time.perf_counter() - started
+            losses.append(loss)
+            elapsed.append(total)
+    except Exception as err:  # noqa: BLE001 - a compiler's failure is a result here
+        if not compiled:
+            raise
+        return {**row, "error": first_error_line(err)}
+    return {**row, "losses": losses, "cumulative_seconds": elapsed,
+            "first_step_seconds": elapsed[0], "seconds": total}
+
+
+def loss_curves(device: torch.device, steps: int, batch_size: int = 128,
+                quiet: bool = True) -> dict:
+    """(g): the ``CURVE_RUNS`` at the configs' default precision and memory format, each with
+    its largest and mean |loss difference| from the eager run's, step by step."""
+    defaults = TrainConfig()
+    section: dict = {"steps": steps, "batch_size": batch_size, "precision": defaults.precision,
+                     "channels_last": defaults.channels_last, "reference": "eager",
+                     "yardstick": "eager, initial weights rounded to bf16", "runs": []}
+    for name, options in CURVE_RUNS.items():
+        run = {"name": name, **loss_curve(device, steps, batch_size, defaults.precision,
+                                          defaults.channels_last, **options)}
+        section["runs"].append(run)
+        _log(f"  {name}: " + (f"failed ({run['error']})" if "error" in run else
+                              f"final loss {run['losses'][-1]:.4f}, {run['seconds']:.1f} s"), quiet)
+    reference = section["runs"][0]["losses"]
+    for run in section["runs"]:
+        if "losses" in run:
+            diffs = [abs(a - b) for a, b in zip(run["losses"], reference)]
+            run["max_abs_diff"], run["mean_abs_diff"] = max(diffs), sum(diffs) / len(diffs)
+    return section
+
+
+# ---------------------------------------------------------------------------------------------
 # Device description and the full benchmark
 
 
@@ -380,16 +614,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model: what ``compile_verdict`` matches a measurement by."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
 def describe_device(device: torch.device) -> dict:
     """Device name, versions and thread counts that the numbers depend on."""
     info = {"type": device.type, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "name": device_name(device)}
     if device.type == "cuda":
-        info["name"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
-    else:
-        info["name"] = info["cpu"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=10, cwd=Path(__file__).parent)
@@ -411,9 +647,11 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
               data_root: str | None = None, end_to_end: bool = True,
               max_batches: int | None = None, eval_batch_size: int | None = None,
               eval_steps: int = 20, threads: int | None = None, command: str | None = None,
-              quiet: bool = False, repeats: int = 2) -> dict:
-    """Run (a), (b), (c); write ``speed.json`` and ``speed.md`` into ``out_dir`` (None: don't
-    write); return the results."""
+              quiet: bool = False, repeats: int = 2, compile_batch_sizes: list[int] | None = None,
+              sgd: bool = False, loss_curve_steps: int = 0) -> dict:
+    """Run (a), (b), (c), (d), and with ``compile_batch_sizes`` (e) eager vs compiled, with
+    ``sgd`` (f) the SGD implementations, with ``loss_curve_steps`` (g) their loss curves; write
+    ``speed.json`` and ``speed.md`` into ``out_dir`` (None: don't write); return the results."""
     if threads is not None:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -425,7 +663,9 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
                                   "variants": keys, "eval_batch_size": eval_batch_size,
                                   "eval_steps": eval_steps, "max_batches": max_batches,
                                   "repeats": repeats,
-                                  "config": config_name},
+                                  "config": config_name,
+                                  "compile_batch_sizes": compile_batch_sizes, "sgd": sgd,
+                                  "loss_curve_steps": loss_curve_steps},
                      "goal_ratio": GOAL_RATIO}
     started = time.perf_counter()
 
@@ -463,6 +703,34 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
          f"test features: {results['sweep']['median_seconds']:.2f} s (median of "
          f"{len(results['sweep']['seconds'])})", quiet)
 
+    if compile_batch_sizes:
+        _log("(e) eager vs torch.compile of the backbone, model-only", quiet)
+        results["compile"] = {"epoch_images": CIFAR10_LT_TRAIN_IMAGES, "rows": []}
+        for key in keys:
+            precision, cl = VARIANTS[key]
+            for size in compile_batch_sizes:
+                for compiled in (False, True):
+                    row = model_throughput(dev, precision, cl, size, steps, warmup,
+                                           repeats=repeats, compiled=compiled,
+                                           epoch_images=CIFAR10_LT_TRAIN_IMAGES)
+                    results["compile"]["rows"].append(row)
+                    _log(f"  {_variant_label(precision, cl)}, batch {size}, "
+                         f"{'compiled' if compiled else 'eager'}: " + _compile_note(row), quiet)
+    if sgd:
+        _log("(f) SGD implementations", quiet)
+        results["sgd"] = {"step_only": sgd_step_times(dev, steps, repeats), "rows": []}
+        for key in keys:
+            precision, cl = VARIANTS[key]
+            for impl in SGD_IMPLS:
+                row = model_throughput(dev, precision, cl, batch_size, steps, warmup,
+                                       repeats=repeats, sgd_impl=impl)
+                results["sgd"]["rows"].append(row)
+                _log(f"  {_variant_label(precision, cl)}, {impl}: "
+                     f"{row['images_per_second']:.1f} img/s", quiet)
+    if loss_curve_steps:
+        _log(f"(g) loss curves over {loss_curve_steps} steps", quiet)
+        results["loss_curves"] = loss_curves(dev, loss_curve_steps, batch_size, quiet)
+
     results["total_seconds"] = time.perf_counter() - started
     if out_dir is not None:
         out = Path(out_dir)
@@ -471,6 +739,13 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
         (out / "speed.md").write_text(format_markdown(results))
         _log(f"results in {out / 'speed.json'} and {out / 'speed.md'}", quiet)
     return results
+
+
+def _compile_note(row: dict) -> str:
+    if row.get("error"):
+        return f"failed ({row['error']})"
+    return (f"{row['images_per_second']:.1f} img/s, first step {row['first_step_seconds']:.1f} s, "
+            f"first epoch ~{row['first_epoch_seconds']:.0f} s vs {row['epoch_seconds']:.0f} s")
 
 
 def _end_to_end(dev: torch.device, keys: list[str], ceilings: dict, config_name: str,
@@ -627,7 +902,86 @@ def format_markdown(results: dict) -> str:
                   "included; the PNG is drawn in the background): "
                   + ", ".join(f"{x:.2f}" for x in sw["seconds"])
                   + f" s, median {sw['median_seconds']:.2f} s."]
+    lines += _compile_markdown(results.get("compile"), s)
+    lines += _sgd_markdown(results.get("sgd"), s)
+    lines += _curves_markdown(results.get("loss_curves"))
     return "\n".join(lines) + "\n"
+
+
+def _compile_markdown(section: dict | None, s: dict) -> list[str]:
+    if not section:
+        return []
+    lines = ["", "## (e) Eager vs torch.compile (`train.compile`)", "",
+             "ResNet-32 + linear head as in (a), the backbone compiled as `train.compile` does "
+             f"it; {s['steps']} timed steps, best of {s.get('repeats', 1)}. First step: its "
+             "wall-clock (the compilation, when compiled); short batch: the first step on the "
+             f"last batch of an epoch of {section['epoch_images']:,} images (CIFAR-10-LT "
+             "r = 100), a new shape that compiles again. First epoch: those two steps and the "
+             "rest at the timed rate, against a later epoch (an estimate from these numbers). "
+             "Every compiled row starts from an empty in-memory compile cache; inductor's "
+             "on-disk cache persists between runs (`TORCHINDUCTOR_CACHE_DIR`).", "",
+             "| precision | memory format | batch | mode | images/s | vs eager | first step s "
+             "| short batch s | first epoch s | later epoch s |", "|---" * 10 + "|"]
+    eager = {(r["precision"], r["channels_last"], r["batch_size"]): r for r in section["rows"]
+             if not r["compiled"]}
+    for r in section["rows"]:
+        mode = "compiled" if r["compiled"] else "eager"
+        if r.get("error"):
+            lines.append(f"| {r['precision']} | {_mf(r)} | {r['batch_size']} | {mode} | failed: "
+                         f"{r['error']} | | | | | |")
+            continue
+        base = eager.get((r["precision"], r["channels_last"], r["batch_size"]))
+        ratio = f"{r['images_per_second'] / base['images_per_second']:.2f}" if base else ""
+        lines.append(f"| {r['precision']} | {_mf(r)} | {r['batch_size']} | {mode} | "
+                     f"{_fmt(r['images_per_second'])} | {ratio} | "
+                     f"{_fmt(r['first_step_seconds'], 2)} | "
+                     f"{_fmt(r.get('short_first_step_seconds'), 2)} | "
+                     f"{_fmt(r.get('first_epoch_seconds'))} | {_fmt(r.get('epoch_seconds'))} |")
+    return lines
+
+
+def _sgd_markdown(section: dict | None, s: dict) -> list[str]:
+    if not section:
+        return []
+    lines = ["", "## (f) SGD implementations (`optim.sgd_impl`)", "",
+             "`optimizer.step()` alone over ResNet-32's parameters with fixed gradients (the "
+             "recipe's lr 0.1, momentum 0.9, weight decay 5e-4), and the largest difference of "
+             "the weights from the default's after the same steps (0: the same to the bit):", "",
+             "| sgd_impl | ms per step | steps | max abs weight difference |", "|---|---|---|---|"]
+    for r in section["step_only"]:
+        lines.append(f"| {r['sgd_impl']} | {r['ms_per_step']:.3f} | {r['steps']} | "
+                     f"{r['max_abs_weight_diff']:.3g} |")
+    lines += ["", f"The whole training step as in (a), batch {s['batch_size']}:", "",
+              "| precision | memory format | sgd_impl | images/s | ms/step |",
+              "|---|---|---|---|---|"]
+    for r in section["rows"]:
+        lines.append(f"| {r['precision']} | {_mf(r)} | {r['sgd_impl']} | "
+                     f"{_fmt(r['images_per_second'])} | {_fmt(r['ms_per_step'])} |")
+    return lines
+
+
+def _curves_markdown(section: dict | None) -> list[str]:
+    if not section:
+        return []
+    lines = ["", "## (g) The same training? Loss curves", "",
+             f"ResNet-32 + linear head from seed 0, {section['steps']} steps of batch "
+             f"{section['batch_size']} ({section['precision']}, "
+             f"{'channels-last' if section['channels_last'] else 'channels-first'}; SGD, lr "
+             "0.1 after a linear warm-up over the first third) on the same batches of a "
+             "synthetic 10-class set each time, the loss of every step compared with the "
+             "eager run's. The yardstick of \"the same to bf16 rounding\" is the run "
+             f"\"{section['yardstick']}\": a change within its difference is rounding. "
+             "The curves are in `speed.json` (`loss_curves`).", "",
+             "| run | max abs loss difference | mean abs difference | final loss | first step s "
+             "| total s |", "|---|---|---|---|---|---|"]
+    for r in section["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['name']} | failed: {r['error']} | | | | |")
+            continue
+        lines.append(f"| {r['name']} | {r['max_abs_diff']:.3g} | {r['mean_abs_diff']:.3g} | "
+                     f"{r['losses'][-1]:.4f} | {r['first_step_seconds']:.2f} | "
+                     f"{r['seconds']:.1f} |")
+    return lines
 
 
 def _mf(row: dict) -> str:
@@ -689,18 +1043,40 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--eval-steps", str(args.eval_steps)]
     if args.config != "cifar10_lt_cpu":
         parts += ["--config", args.config]
+    if args.compile:
+        parts += ["--compile", "--compile-batch-sizes", args.compile_batch_sizes]
+    if args.sgd:
+        parts.append("--sgd")
+    if args.loss_curves:
+        parts += ["--loss-curves", str(args.loss_curves)]
     return shlex.join(parts)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """``--compile-batch-sizes 128,256``."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--compile-batch-sizes: expected comma-separated integers >= 1, got "
+                         f"{text!r}")
+    return sizes
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
     """Entry point of ``longtail speed``: ``args`` is the parsed command line."""
     if args.batch_size < 1 or args.steps < 1 or args.warmup < 0 or args.repeats < 1:
         raise ValueError("--batch-size, --steps and --repeats must be >= 1, --warmup >= 0")
+    if args.loss_curves < 0:
+        raise ValueError("--loss-curves must be >= 0 (0: not run)")
     if getattr(args, "sweep_only", False):
         return _sweep_only(args)
+    sizes = parse_batch_sizes(args.compile_batch_sizes) if args.compile else None
     return run_speed(device=args.device, out_dir=args.out, batch_size=args.batch_size,
                      steps=args.steps, warmup=args.warmup, variants=parse_variants(args.variants),
                      config_name=args.config, data_root=args.data_root,
                      end_to_end=not args.no_e2e,
                      max_batches=args.e2e_batches, eval_steps=args.eval_steps,
-                     threads=args.threads, command=command_line(args), repeats=args.repeats)
+                     threads=args.threads, command=command_line(args), repeats=args.repeats,
+                     compile_batch_sizes=sizes, sgd=args.sgd, loss_curve_steps=args.loss_curves)

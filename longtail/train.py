@@ -12,7 +12,8 @@ import json
 import math
 import socket
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from longtail.config import (
     Config,
     ConfigError,
     OptimConfig,
+    compile_setting,
     differences,
     load_run_config,
     save_config,
@@ -171,14 +173,30 @@ def build_loss(config: Config, data: DataBundle, device: torch.device) -> torch.
     return LOSSES.create(config.loss.name, context=context, **config.loss.args).to(device)
 
 
+# optim.sgd_impl -> torch.optim.SGD's keywords (default: torch chooses per device).
+SGD_KEYWORDS: dict[str, dict[str, bool]] = {"default": {}, "foreach": {"foreach": True},
+                                            "fused": {"fused": True}}
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
                     batch_size: int | None = None) -> torch.optim.Optimizer:
     """SGD; with ``optim.lr_reference_batch`` the lr scales linearly with the global batch;
-    ``optim.lr_scales`` gives parameter groups their own multiple of it."""
+    ``optim.lr_scales`` gives parameter groups their own multiple of it; ``optim.sgd_impl``
+    picks torch's implementation of the same update."""
     lr = cfg.lr * batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch and batch_size \
         else cfg.lr
-    return torch.optim.SGD(param_groups(model, cfg.lr_scales, lr), lr=lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    if cfg.sgd_impl not in SGD_KEYWORDS:
+        raise ConfigError(f"optim.sgd_impl must be default, foreach or fused, got "
+                          f"{cfg.sgd_impl!r}")
+    try:
+        return torch.optim.SGD(param_groups(model, cfg.lr_scales, lr), lr=lr,
+                               momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov, **SGD_KEYWORDS[cfg.sgd_impl])
+    except (RuntimeError, TypeError, ValueError) as err:
+        # An older torch has no such keyword, or no fused kernel for the parameters' device.
+        raise ConfigError(f"optim.sgd_impl: {cfg.sgd_impl} is not available with torch "
+                          f"{torch.__version__} here ({first_error_line(err)}); use "
+                          "default") from None
 
 
 def param_groups(model: torch.nn.Module, scales: dict[str, float], lr: float) -> list[dict]:
@@ -220,6 +238,136 @@ def load_split(run_dir: Path) -> LongTailSplit:
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"split file '{path}' is not a longtail split ({err}); the run "
                          "cannot be reproduced without it") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile of the backbone (train.compile)
+
+# train.compile: auto without a measurement (train.compile_speed_json): on CUDA compiling is the
+# usual gain; on CPU it is off until `longtail speed --compile` shows a gain on this machine
+# (benchmarks/results/speed/). Change a device's entry here to change the rule.
+COMPILE_AUTO: dict[str, bool] = {"cuda": True, "cpu": False}
+
+
+def first_error_line(err: BaseException) -> str:
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else ""
+    line = f"{type(err).__name__}: {line}" if line else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def compile_decision(config: Config, dev: torch.device, steps: int) -> tuple[bool, str]:
+    """Whether this run compiles its backbone, and why (the printed line, ``history.jsonl``).
+    ``steps``: the optimizer steps left to run, which ``auto`` weighs the compile time against."""
+    tcfg = config.train
+    setting = compile_setting(tcfg.compile)
+    if setting != "auto":
+        return setting == "true", setting
+    note = "no train.compile_speed_json"
+    if tcfg.compile_speed_json:
+        from longtail.speed import compile_verdict
+
+        path = Path(tcfg.compile_speed_json)
+        if not path.is_file():
+            raise ConfigError(f"train.compile_speed_json: '{path}' is not a file (a speed.json "
+                              "of `longtail speed --compile`)")
+        verdict, note = compile_verdict(read_json(path, "speed file"), dev, tcfg.precision,
+                                        tcfg.channels_last, dist.per_process_batch(
+                                            tcfg.batch_size), config.model.backbone, steps)
+        if verdict is not None:
+            return verdict, f"auto: {'on' if verdict else 'off'} ({path}: {note})"
+    on = COMPILE_AUTO.get(dev.type, False)
+    return on, f"auto: {'on' if on else 'off'} on {dev.type} by default ({note})"
+
+
+class CompiledBackbone:
+    """``train.compile``: the backbone's forward compiled in place, for training steps only.
+
+    Only the backbone: a head is a matrix product or two (little to gain), and TDE heads update
+    their moving-average buffer in place during the forward, which is simplest left eager. The
+    compiled forward is an instance attribute of the backbone, so the module tree, hence
+    ``state_dict`` keys, checkpoints and DDP's wrapping, stay as they are (``torch.compile(module)``
+    would return a wrapper whose keys start with ``_orig_mod.``); ``eager()`` and ``disable()``
+    take it away (evaluation runs eagerly). A step on a batch shape not seen before compiles (the
+    first step; the epoch's short last batch): ``step`` times it and, when compiling fails,
+    restores what the failed attempt touched, goes back to eager for good and redoes the step."""
+
+    def __init__(self, backbone: torch.nn.Module, device: torch.device,
+                 report: Callable[..., None] | None = None) -> None:
+        self.backbone, self.device = backbone, device
+        self.report = report or (lambda line, **details: None)
+        self.compiled: Callable | None = None
+        self.failed: str | None = None  # the first line of the error, once compiling failed
+        self.first_step_seconds: float | None = None
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def enable(self) -> None:
+        if self.compiled is None:
+            self.compiled = torch.compile(self.backbone.forward)
+        self.backbone.forward = self.compiled
+
+    def disable(self) -> None:
+        vars(self.backbone).pop("forward", None)  # the class's own forward again
+
+    @contextmanager
+    def eager(self) -> Iterator[None]:
+        compiled = "forward" in vars(self.backbone)
+        self.disable()
+        try:
+            yield
+        finally:
+            if compiled:
+                self.enable()
+
+    def new_shape(self, images: torch.Tensor) -> bool:
+        """True when the next step may compile: a batch shape this backbone has not seen yet."""
+        return self.failed is None and tuple(images.shape) not in self.shapes
+
+    def step(self, forward_backward: Callable[..., Any], images: torch.Tensor,
+             labels: torch.Tensor, stateful: Iterable[torch.nn.Module]) -> Any:
+        """``forward_backward(images, labels)`` (forward, loss, backward; no optimizer step)
+        with the compiled backbone, guarded: a failure to compile leaves no trace (the buffers of
+        ``stateful`` and the random state are restored) and the step runs eagerly."""
+        first = self.first_step_seconds is None
+        # What the attempt may change before it fails: buffers (BatchNorm statistics, a TDE
+        # head's moving average) and the random state; the optimizer has not stepped yet.
+        buffers = [b for module in stateful for b in module.buffers()]
+        saved = [b.detach().clone() for b in buffers]
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        _sync(self.device)
+        started = time.perf_counter()
+        try:
+            self.enable()
+            result = forward_backward(images, labels)
+            _sync(self.device)
+        except Exception as err:  # noqa: BLE001 - whatever the compiler raised, train eagerly
+            # Under torchrun a process that fails in the forward redoes the step and its
+            # gradient reduction still pairs with the others'. Inductor compiles the backward
+            # lazily, though: a failure there, after some buckets were reduced, is not covered.
+            self.disable()
+            self.failed = first_error_line(err)
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved):
+                    buffer.copy_(value)
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, self.device)
+            self.report(f"torch.compile failed ({self.failed}); training eagerly",
+                        compiled=False, error=self.failed)
+            return forward_backward(images, labels)  # a genuine error of the model re-raises
+        self.shapes.add(tuple(images.shape))
+        seconds = time.perf_counter() - started
+        if first:
+            self.first_step_seconds = seconds
+            self.report(f"compiled the backbone (first step {seconds:.1f} s)", compiled=True,
+                        first_step_seconds=round(seconds, 3))
+        return result
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # the clock must not stop before the GPU's work does
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,6 +481,8 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
         except RuntimeError as err:
             raise ValueError(f"checkpoint '{ckpt_path}' does not fit the run's model: "
                              f"{str(err).splitlines()[0]}") from None
+    done = state["epoch"] if state is not None else 0
+    compile_plan = compile_decision(extended, dev, (tcfg.epochs - done) * len(loader))
 
     # One writer: rank 0 holds the run directory (lock, marker) for the whole run.
     owner = open_run_dir(run_dir, resume, overwrite) if dist.is_main_process() else nullcontext()
@@ -359,13 +509,13 @@ def _train(config: Config, run_dir: Path, resume: bool, overwrite: bool, device:
             run.started()
         dist.barrier()
         return _fit(extended, run_dir, model, data, loss_fn, sampler, loader, optimizer, state,
-                    dev, amp, progress)
+                    dev, amp, progress, compile_plan)
 
 
 def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
          loss_fn: torch.nn.Module, sampler: Any, loader: Any, optimizer: torch.optim.Optimizer,
          state: dict | None, dev: torch.device, amp: torch.dtype | None,
-         progress: bool) -> dict:
+         progress: bool, compile_plan: tuple[bool, str] = (False, "false")) -> dict:
     tcfg = config.train
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(config.optim, tcfg.epochs, len(loader)))
@@ -385,6 +535,29 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
 
     hooked = [part for part in (loss_fn, sampler, model.head) if hasattr(part, "set_epoch")]
     auxiliary = getattr(model.head, "auxiliary_loss", None)
+
+    def announce(line: str, **details: Any) -> None:  # one line and a history event, rank 0
+        if dist.is_main_process():
+            tqdm.write(f"longtail: {line}")
+            record_history(run_dir, "compile", setting=compile_setting(tcfg.compile),
+                           reason=compile_plan[1], **details)
+
+    compiled = CompiledBackbone(model.backbone, dev, announce) if compile_plan[0] else None
+    if compiled is None and compile_setting(tcfg.compile) != "false":
+        announce(f"train.compile {compile_plan[1]}; training eagerly", compiled=False)
+    eager = compiled.eager if compiled is not None else nullcontext  # evaluation never compiles
+
+    def forward_backward(images: torch.Tensor,
+                         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(dev, amp):
+            logits = train_model(images)
+            loss = loss_fn(logits.float(), labels)
+            if auxiliary is not None:  # a head's own training term (OLTR's centroid loss)
+                loss = loss + auxiliary(labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        return logits, loss
+
     bar = tqdm(total=(tcfg.epochs - start_epoch) * len(loader), disable=not progress
                or not dist.is_main_process(), desc=config.name, unit="batch", dynamic_ncols=True)
     for epoch in range(start_epoch, tcfg.epochs):
@@ -406,13 +579,10 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
         seen = 0
         started = time.perf_counter()
         for step, (images, labels) in enumerate(loader):
-            with autocast(dev, amp):
-                logits = train_model(images)
-                loss = loss_fn(logits.float(), labels)
-                if auxiliary is not None:  # a head's own training term (OLTR's centroid loss)
-                    loss = loss + auxiliary(labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            if compiled is not None and compiled.new_shape(images):  # this step compiles
+                logits, loss = compiled.step(forward_backward, images, labels, (model, loss_fn))
+            else:
+                logits, loss = forward_backward(images, labels)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -439,7 +609,8 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
                "train_acc": 100 * correct.item() / seen_t.item(),
                "epoch_seconds": elapsed, "images_per_second": seen_t.item() / elapsed}
         if tcfg.eval_every and (epoch + 1) % tcfg.eval_every == 0 and epoch + 1 < tcfg.epochs:
-            metrics = evaluate_model(model, data, config, dev, "test")
+            with eager():
+                metrics = evaluate_model(model, data, config, dev, "test")
             row.update({f"test_{k}": metrics[k] for k in ("top1", "many", "medium", "few")})
         if dist.is_main_process():
             # Log first: a kill between the two leaves a line that resume truncates, never a
@@ -450,6 +621,8 @@ def _fit(config: Config, run_dir: Path, model: LongTailModel, data: DataBundle,
                              "epoch": epoch + 1, "config": config.to_dict()}, ckpt_path)
         dist.barrier()
     bar.close()
+    if compiled is not None:
+        compiled.disable()  # the model leaves training as it came in
     try:
         replicas = dist.check_replicas(model)  # raises if the processes' models differ
         if replicas and dist.is_main_process():

@@ -281,9 +281,26 @@ def test_relative_yaml_path_is_read_from_the_working_directory(tmp_path, monkeyp
         ("data.augment=mixup", "data.augment must be"),
         ("optim.schedule=step", "optim.schedule must be multistep, cosine or constant"),
         ("train.precision=fp8", "train.precision must be bf16, fp16 or fp32, got 'fp8'"),
+        ("train.compile=maybe", "train.compile must be true, false or auto, got 'maybe'"),
+        ("train.compile=1", "train.compile must be true, false or auto, got 1"),
+        ("train.compile_speed_json=speed.json",
+         "train.compile_speed_json is read by train.compile: auto only"),
+        ("optim.sgd_impl=fast", "optim.sgd_impl must be default, foreach or fused, got 'fast'"),
     ],
 )
 def test_impossible_values_are_rejected(override, message):
     with pytest.raises(ConfigError) as err:
         load_config("quickstart", [override])
     assert one_line(err).startswith(message)
+
+
+@pytest.mark.parametrize(("value", "setting"), [("true", "true"), ("false", "false"),
+                                                ("auto", "auto"), ("'True'", "true"),
+                                                ("AUTO", "auto")])
+def test_train_compile_accepts_yaml_booleans_and_words(value, setting):
+    from longtail.config import compile_setting
+
+    config = load_config("quickstart", [f"train.compile={value}"])
+    assert compile_setting(config.train.compile) == setting
+    assert load_config("quickstart").train.compile is False  # eager unless asked
+    assert load_config("quickstart").optim.sgd_impl == "default"

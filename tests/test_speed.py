@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+import longtail.speed as speed
 from longtail.cli import main as cli_main
 from longtail.speed import (
     VARIANTS,
+    compile_verdict,
+    device_name,
     eval_throughput,
     head_throughput,
     model_throughput,
+    parse_batch_sizes,
     parse_variants,
     run_speed,
 )
@@ -78,3 +82,79 @@ def test_parse_variants() -> None:
     assert parse_variants("bf16-cl, fp32-cf") == ["bf16-cl", "fp32-cf"]
     with pytest.raises(ValueError, match="fp16-cl"):
         parse_variants("fp16-cl")
+
+
+
+# ------------------------------------------------------------------------------------------------
+# (e) eager vs compiled, (f) SGD implementations, (g) loss curves. Compiling ResNet-32 takes a
+# minute on a CPU: an identity "compiler" stands in (test_train.py compiles for real).
+
+
+def no_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(speed, "sweep_wallclock", lambda: {
+        "values": 100, "test_features": 10, "val_features": 5, "seconds": [1.0],
+        "median_seconds": 1.0})
+
+
+def test_compile_sgd_and_curve_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_compiler(monkeypatch)
+    results = run_speed("cpu", tmp_path, batch_size=8, steps=1, warmup=1, variants=["fp32-cf"],
+                        end_to_end=False, eval_steps=1, quiet=True, repeats=1,
+                        compile_batch_sizes=[8, 12], sgd=True, loss_curve_steps=2)
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    rows = saved["compile"]["rows"]
+    assert [(r["batch_size"], r["compiled"]) for r in rows] == [(8, False), (8, True),
+                                                                (12, False), (12, True)]
+    for r in rows:
+        assert r["images_per_second"] > 0 and r["first_step_seconds"] > 0
+        assert r["first_epoch_seconds"] > 0 and r["epoch_seconds"] > 0
+    # 12,280 images: batch 8 divides them, batch 12 leaves a short batch of 4 (timed apart).
+    assert rows[0]["short_first_step_seconds"] is None
+    assert rows[2]["short_batch"] == 4 and rows[2]["short_first_step_seconds"] > 0
+    assert [r["sgd_impl"] for r in saved["sgd"]["step_only"]] == ["default", "foreach", "fused"]
+    assert saved["sgd"]["step_only"][0]["max_abs_weight_diff"] == 0.0
+    assert [r["sgd_impl"] for r in saved["sgd"]["rows"]] == ["default", "foreach", "fused"]
+    curves = {r["name"]: r for r in saved["loss_curves"]["runs"]}
+    assert list(curves) == list(speed.CURVE_RUNS)
+    assert all(len(r["losses"]) == 2 for r in curves.values())
+    assert curves["eager"]["max_abs_diff"] == 0.0
+    assert curves["compiled"]["max_abs_diff"] == 0.0  # the identity "compiler": eager exactly
+    markdown = (tmp_path / "speed.md").read_text()
+    for title in ("## (e) Eager vs torch.compile", "## (f) SGD implementations",
+                  "## (g) The same training?"):
+        assert title in markdown
+    assert results["settings"]["compile_batch_sizes"] == [8, 12]
+
+
+def test_a_failed_compile_is_a_row_and_turns_auto_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(fn, **kwargs):  # noqa: ANN001, ANN202
+        def attempt(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+            raise RuntimeError("no working C++ compiler")
+        return attempt
+
+    monkeypatch.setattr(torch, "compile", broken)
+    row = model_throughput(CPU, "fp32", False, batch_size=8, steps=1, warmup=1, compiled=True)
+    assert row["error"] == "RuntimeError: no working C++ compiler"
+    assert row["images_per_second"] is None
+    eager = model_throughput(CPU, "fp32", False, batch_size=8, steps=1, warmup=1)
+    results = {"device": {"type": "cpu", "name": device_name(CPU)},
+               "compile": {"rows": [eager, row]}}
+    on, reason = compile_verdict(results, CPU, "fp32", False, 8, "resnet32", 1000)
+    assert on is False and "compiling failed" in reason
+    assert compile_verdict(results, CPU, "bf16", False, 8, "resnet32", 1000)[0] is None
+
+
+def test_cli_speed_compile_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_compiler(monkeypatch)
+    out = tmp_path / "speed"
+    assert cli_main(["speed", "--device", "cpu", "--batch-size", "8", "--steps", "1",
+                     "--warmup", "1", "--repeats", "1", "--variants", "fp32-cf", "--no-e2e",
+                     "--eval-steps", "1", "--compile", "--compile-batch-sizes", "8",
+                     "--out", str(out)]) == 0
+    markdown = (out / "speed.md").read_text()
+    assert "--compile --compile-batch-sizes 8" in markdown and "## (e)" in markdown
+    assert "## (f)" not in markdown and "## (g)" not in markdown
+    assert parse_batch_sizes("128, 256") == [128, 256]
+    with pytest.raises(ValueError, match="--compile-batch-sizes"):
+        parse_batch_sizes("128,big")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -380,3 +381,120 @@ def test_the_data_line_says_what_each_split_keeps():
     assert sum(DIGITS_LT_COUNTS) == 499
     assert data.describe() == ("training 499 of 1,297 images (10 classes, 123 to 12 per class, "
                                "ratio 10.2), validation 100, test 500")
+
+
+# ------------------------------------------------------------------------------------------------
+# train.compile and optim.sgd_impl
+
+ONE_STEP = ["train.epochs=1", "train.device=cpu", "train.batch_size=512"]  # 499 images: one step
+
+
+def compile_events(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    return [row for row in rows if row["event"] == "compile"]
+
+
+def test_compiled_training_keeps_the_checkpoint_keys(tmp_path, capsys):
+    # The one test that really compiles (seconds on a CPU): one step of the small CNN.
+    train(load_config("quickstart", ONE_STEP), tmp_path / "eager", progress=False)
+    capsys.readouterr()
+    train(load_config("quickstart", [*ONE_STEP, "train.compile=true"]), tmp_path / "compiled",
+          progress=False)
+    notes = [line for line in capsys.readouterr().out.splitlines() if "longtail: " in line
+             and "compile" in line]
+    if notes and "torch.compile failed" in notes[0]:
+        pytest.skip(f"torch.compile does not work here: {notes[0]}")
+    assert len(notes) == 1, notes
+    assert re.fullmatch(r"longtail: compiled the backbone \(first step \d+\.\d s\)", notes[0])
+    eager = load_weights(tmp_path / "eager")["model"]
+    compiled = load_weights(tmp_path / "compiled")["model"]
+    assert compiled.keys() == eager.keys()  # no "_orig_mod." anywhere
+    for key in eager:  # the same step up to float rounding
+        assert torch.allclose(compiled[key].float(), eager[key].float(), rtol=1e-3, atol=1e-5), key
+    (event,) = compile_events(tmp_path / "compiled")
+    assert event["compiled"] is True and event["first_step_seconds"] > 0
+    assert event["setting"] == "true"
+    assert not compile_events(tmp_path / "eager")  # train.compile: false says it all
+
+
+def test_a_failing_compile_trains_eagerly_after_a_one_line_note(tiny_run, tmp_path, monkeypatch,
+                                                                capsys):
+    def broken_compile(forward, **kwargs):  # noqa: ANN001, ANN202
+        def attempt(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+            forward(*args, **kw)  # the attempt moves the BatchNorm statistics, then fails
+            raise RuntimeError("C++ compile error\n... the compiler's long output ...")
+        return attempt
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    run = tmp_path / "run"
+    metrics = train(load_config("quickstart", [*TINY_OVERRIDES, "train.compile=true"]), run,
+                    progress=False)
+    notes = [line for line in capsys.readouterr().out.splitlines() if "longtail: " in line
+             and "compile" in line]
+    assert notes == ["longtail: torch.compile failed (RuntimeError: C++ compile error); "
+                     "training eagerly"]
+    # The failed attempt left no trace: the run is the eager run, to the bit.
+    eager_dir, eager_metrics = tiny_run
+    assert metrics == eager_metrics
+    assert without_timing(read_log(run)) == without_timing(read_log(eager_dir))
+    assert_same_state(load_weights(run)["model"], load_weights(eager_dir)["model"])
+    (event,) = compile_events(run)
+    assert event["compiled"] is False and event["error"].startswith("RuntimeError: C++")
+
+
+def test_compile_auto_follows_the_device_rule_or_a_measurement(tmp_path):
+    from longtail.config import ConfigError
+    from longtail.speed import device_name
+
+    cpu = torch.device("cpu")
+    decide = train_module.compile_decision
+    on, reason = decide(load_config("quickstart", ["train.compile=auto"]), cpu, 100)
+    assert on is train_module.COMPILE_AUTO["cpu"] and "by default" in reason
+    assert decide(load_config("quickstart", ["train.compile=true"]), cpu, 100) == (True, "true")
+
+    def row(compiled: bool, images_per_second: float, first_step: float) -> dict:
+        # quickstart: small_cnn, fp32, channels-first, batch 32
+        return {"backbone": "small_cnn", "precision": "fp32", "channels_last": False,
+                "batch_size": 32, "compiled": compiled, "images_per_second": images_per_second,
+                "first_step_seconds": first_step, "short_first_step_seconds": 0.0}
+
+    speed = {"device": {"type": "cpu", "name": device_name(cpu)},
+             "compile": {"rows": [row(False, 100.0, 0.1), row(True, 200.0, 20.1)]}}
+    path = tmp_path / "speed.json"
+    path.write_text(json.dumps(speed))
+    config = load_config("quickstart", ["train.compile=auto", f"train.compile_speed_json={path}"])
+    # 0.32 s a step eager, 0.16 s compiled, against 20 s of compiling: it pays after 125 steps.
+    assert decide(config, cpu, 200)[0] is True and decide(config, cpu, 100)[0] is False
+    assert "compiled 200 vs eager 100 img/s" in decide(config, cpu, 200)[1]
+    speed["device"]["name"] = "another CPU"  # a measurement of another machine is not used
+    path.write_text(json.dumps(speed))
+    on, reason = decide(config, cpu, 200)
+    assert on is train_module.COMPILE_AUTO["cpu"] and "another CPU" in reason
+    missing = load_config("quickstart", ["train.compile=auto",
+                                         f"train.compile_speed_json={tmp_path / 'none.json'}"])
+    with pytest.raises(ConfigError, match="is not a file"):
+        decide(missing, cpu, 100)
+
+
+@pytest.mark.parametrize(("impl", "foreach", "fused"),
+                         [("default", None, None), ("foreach", True, None),
+                          ("fused", None, True)])
+def test_sgd_impl_reaches_torch_sgd(impl, foreach, fused):
+    model = build_model(load_config("quickstart").model, 10, 1)
+    optimizer = train_module.build_optimizer(model, OptimConfig(sgd_impl=impl))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["foreach"] == foreach and optimizer.defaults["fused"] == fused
+
+
+def test_an_unavailable_sgd_impl_is_a_config_error(monkeypatch):
+    from longtail.config import ConfigError
+
+    def no_fused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
+                           "of supported devices\nmore")
+
+    monkeypatch.setattr(torch.optim, "SGD", no_fused)
+    model = build_model(load_config("quickstart").model, 10, 1)
+    with pytest.raises(ConfigError, match="optim.sgd_impl: fused is not available") as err:
+        train_module.build_optimizer(model, OptimConfig(sgd_impl="fused"))
+    assert "\n" not in str(err.value)
