@@ -294,15 +294,19 @@ class _SoftmaxCE(nn.Module):
 
 
 def load_detector_weights(model: nn.Module, path: str | Path) -> str:
-    """Start ``model`` from a local torchvision state dict: of a whole detector (keys
-    ``backbone.``, ``rpn.``, ``roi_heads.``; the class-specific box predictor is skipped when its
-    shape differs) or of an ImageNet classifier of the backbone (torchvision's ``resnet50`` /
-    ``mobilenet_v3_large``), loaded into the backbone's body. Returns a one-line summary."""
+    """Start ``model`` from a local torchvision state dict file. Returns a one-line summary."""
     from longtail.models.external import read_state_dict
 
     # .safetensors, or torch.load with weights_only (no pickle of untrusted files); a longtail
     # run directory gives its last checkpoint.
-    state = read_state_dict(str(path), key="model.weights")
+    return load_state(model, read_state_dict(str(path), key="model.weights"), str(path))
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> str:
+    """Load what fits of a torchvision state dict: of a whole detector (keys ``backbone.``,
+    ``rpn.``, ``roi_heads.``; the class-specific box predictor is skipped when its shape differs)
+    or of an ImageNet classifier of the backbone (torchvision's ``resnet50`` /
+    ``mobilenet_v3_large``), loaded into the backbone's body. Returns a one-line summary."""
     if any(k.startswith(("backbone.", "rpn.", "roi_heads.")) for k in state):
         target, where = model, "detector"
     else:
@@ -313,10 +317,10 @@ def load_detector_weights(model: nn.Module, path: str | Path) -> str:
     own = target.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
-        raise DetectionModelError(f"model.weights: no tensor of '{path}' fits the {where} "
+        raise DetectionModelError(f"model.weights: no tensor of '{source}' fits the {where} "
                                   f"(first keys: {list(state)[:3]})")
     target.load_state_dict(fitting, strict=False)
     skipped = len(state) - len(fitting)
-    return (f"{where} weights from {path}: {len(fitting)} tensors loaded, {skipped} skipped "
+    return (f"{where} weights from {source}: {len(fitting)} tensors loaded, {skipped} skipped "
             f"(absent or of another shape), {len(own) - len(fitting)} of the {where} left as "
             "initialised")

@@ -35,7 +35,7 @@ from longtail.detection.data import (
     long_tailed_subset,
 )
 from longtail.detection.evaluate import evaluate_detections, to_coco_results
-from longtail.detection.models import build_detector, load_detector_weights
+from longtail.detection.models import build_detector, load_detector_weights, load_state
 from longtail.loggers import MetricsLog, check_loggers
 from longtail.registry import HEADS, LOSSES
 from longtail.rundir import check_run_name, open_run_dir
@@ -125,11 +125,8 @@ def _torchvision_weights(model: torch.nn.Module, config: DetectionConfig) -> str
     if key not in known:
         raise ConfigError(f"model.weights: torchvision has no COCO weights for {key[0]} with "
                           f"{key[1]}; give a state dict PATH")
-    state = known[key].DEFAULT.get_state_dict(progress=False)
-    own = model.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(fitting, strict=False)
-    return f"torchvision COCO weights: {len(fitting)} of {len(state)} tensors loaded"
+    weights = known[key].DEFAULT
+    return load_state(model, weights.get_state_dict(progress=False), f"torchvision {weights}")
 
 
 def _memory_format(config: DetectionConfig) -> torch.memory_format:
