@@ -60,7 +60,7 @@ def _launch_workers(args: argparse.Namespace, config_device: str) -> None:
                          "process")
     import torch
 
-    from longtail.train import resolve_device
+    from longtail.runtime import resolve_device
 
     gpus = torch.cuda.device_count()
     if resolve_device(args.device or config_device).type == "cuda" and n > gpus:
@@ -538,7 +538,7 @@ def _speed(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     from longtail.loggers import LoggerError
     from longtail.rundir import RunLockedError
-    from longtail.train import TrainingDiverged
+    from longtail.runtime import TrainingDiverged
 
     parser = build_parser()
     args = parser.parse_args(argv)

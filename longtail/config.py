@@ -134,7 +134,7 @@ class TrainConfig:
     # The first step (and the epoch's short last batch) pays the compilation; a failure falls
     # back to eager with a one-line note. auto: on where compile_speed_json (a speed.json of
     # `longtail speed --compile` on this device and backbone) says it saves more than it costs
-    # over the run's steps; without one, on for CUDA, off for CPU (longtail.train.COMPILE_AUTO).
+    # over the run's steps; without one, on for CUDA, off for CPU (longtail.compiled.COMPILE_AUTO).
     compile: bool | str = False
     compile_speed_json: str | None = None
 

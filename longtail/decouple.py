@@ -49,6 +49,8 @@ from longtail.loggers import MetricsLog
 from longtail.models.decoupled import LWSHead, NCMHead
 from longtail.models.heads import LinearHead
 from longtail.registry import did_you_mean
+from longtail.runtime import autocast, autocast_dtype, lr_factor, record_history, resolve_device
+from longtail.train import evaluate_run, restore_run
 
 TAU_GRID = [round(0.1 * i, 1) for i in range(21)]  # 0, 0.1, ..., 2 (methods.md §7)
 
@@ -119,7 +121,6 @@ class _Stage2Run:
                                 self.amp)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        from longtail.train import autocast
 
         with torch.no_grad(), autocast(self.dev, self.amp):
             return self.model.backbone(images).float()
@@ -162,7 +163,6 @@ def _batches(run: _Stage2Run, sampler: object) -> tuple[int, Callable[[int], Ite
 def _fit_head(run: _Stage2Run, head: nn.Module) -> int:
     """Train ``head``'s trainable parameters with CE under ``stage2.sampler`` (SGD, cosine).
     Returns the number of epochs trained."""
-    from longtail.train import lr_factor
 
     s2 = run.s2
     sampler = create_sampler(s2.sampler, run.data.train.labels, run.data.num_classes, s2.epochs,
@@ -303,13 +303,6 @@ def train_stage2(config: Config, init_dir: str | Path | None, run_dir: str | Pat
     from longtail.loggers import check_loggers
     from longtail.provenance import provenance
     from longtail.rundir import check_run_name, open_run_dir
-    from longtail.train import (
-        autocast_dtype,
-        evaluate_run,
-        record_history,
-        resolve_device,
-        restore_run,
-    )
 
     check_stage2(config.stage2)
     check_loggers(config.train.loggers)

@@ -25,6 +25,7 @@ from longtail.config import Config, ConfigError, load_run_config
 from longtail.data import DataBundle, LongTailSplit, make_loader
 from longtail.models import LongTailModel, build_model
 from longtail.models.model import trunk_of
+from longtail.runtime import autocast, load_split
 
 
 def check_finished(init_dir: Path, stage1: Config) -> None:
@@ -68,7 +69,6 @@ class InitRun:
 
     def adopt(self, config: Config) -> tuple[Config, LongTailSplit]:
         """This config with the init run's data settings, and the init run's split."""
-        from longtail.train import load_split
 
         ours, theirs = dataclasses.asdict(config.data), dataclasses.asdict(self.config.data)
         changed = [k for k in ours if ours[k] != theirs.get(k) and k not in ("mean", "std")]
@@ -109,7 +109,6 @@ def extract_features(backbone: nn.Module, data: DataBundle, part: str, config: C
                      dev: torch.device, amp: torch.dtype | None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features (float32) and labels of ``part`` in dataset order: eval mode, no augmentation."""
-    from longtail.train import autocast
 
     loader = make_loader(data, part, config.data, 2 * config.train.batch_size, dev,
                          channels_last=config.train.channels_last)

@@ -139,7 +139,7 @@ class Predictor:
         as ``evaluate.collect_outputs`` (backbone under the run's autocast, head in float32),
         minus τ·log π when logit adjustment was asked for."""
         from longtail.adjust import logit_adjust
-        from longtail.train import autocast, autocast_dtype
+        from longtail.runtime import autocast, autocast_dtype
 
         batch = batch.to(self.device)
         with autocast(self.device, autocast_dtype(self.config.train.precision)):
@@ -255,7 +255,7 @@ def load_run(run_dir: str | Path, device: str | torch.device | None = None,
     from longtail.config import load_run_config
     from longtail.data import DEFAULT_STATS
     from longtail.models import build_model
-    from longtail.train import check_alpha, check_not_diverged, resolve_device
+    from longtail.runtime import check_alpha, check_not_diverged, resolve_device
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)

@@ -43,15 +43,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from longtail.compiled import CompiledBackbone
 from longtail.config import SGD_IMPLS, Config, ModelConfig, TrainConfig, load_config
 from longtail.models import build_model
-from longtail.train import (
-    CompiledBackbone,
+from longtail.runtime import (
     autocast,
     autocast_dtype,
     build_optimizer,
     first_error_line,
     resolve_device,
+    sync,
 )
 
 # (precision, channels_last) in the order the tables list them.
@@ -72,11 +73,6 @@ COMPILE_BATCH_SIZES = [128, 256]
 def _memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
-
-def _sync(device: torch.device) -> None:
-    # CUDA kernels run asynchronously: without a sync the clock stops before the work does.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _variant_label(precision: str, channels_last: bool) -> str:
@@ -138,10 +134,10 @@ def resnet32(num_classes: int = 10, in_channels: int = 3, head: str = "linear",
 
 
 def _seconds(device: torch.device, run: Callable[[], object]) -> float:
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
     run()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - started
 
 
@@ -155,10 +151,10 @@ def _fresh_compiler() -> None:
 
 def _timed(device: torch.device, run: Callable[[], int]) -> tuple[float, int]:
     """(seconds, items) of ``run()``, which returns how many items it processed."""
-    _sync(device)
+    sync(device)
     started = time.perf_counter()
     items = run()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - started, items
 
 
@@ -564,7 +560,7 @@ def loss_curve(device: torch.device, steps: int, batch_size: int = 128, precisio
                 group["lr"] = 0.1 * min(1.0, (i + 1) / warmup)
             index = torch.randint(0, pool, (batch_size,), generator=order).to(device)
             batch = images[index].contiguous(memory_format=fmt)
-            _sync(device)
+            sync(device)
             started = time.perf_counter()
             loss = step(batch, labels[index]).item()  # a host sync; this is not a speed test
             total += time.perf_counter() - started

@@ -8,12 +8,9 @@ The loop knows nothing about methods: a loss, head or sampler that wants the epo
 from __future__ import annotations
 
 import copy
-import json
 import math
-import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +23,21 @@ from longtail.checkpoint import (
     atomic_write_text,
     dumps_strict,
     load_checkpoint,
-    read_json,
     read_metrics,
     save_checkpoint,
     save_outputs,
     write_json,
 )
+from longtail.compiled import CompiledBackbone, compile_decision
 from longtail.config import (
     Config,
     ConfigError,
-    OptimConfig,
     compile_setting,
     differences,
     load_run_config,
     save_config,
 )
-from longtail.data import DataBundle, LongTailSplit, build_data, create_sampler, make_loader
+from longtail.data import DataBundle, build_data, create_sampler, make_loader
 from longtail.evaluate import collect_outputs, compute_metrics, format_table, write_per_class_csv
 from longtail.finetune import InitRun
 from longtail.loggers import MetricsLog, check_loggers
@@ -50,68 +46,26 @@ from longtail.models.external import check_pretrained, load_pretrained
 from longtail.models.oltr import feature_map_size
 from longtail.registry import BACKBONES, HEADS, LOSSES, SAMPLERS
 from longtail.rundir import RunExistsError, check_run_name, open_run_dir
+from longtail.runtime import (  # noqa: F401  (re-exported: longtail.train's public names)
+    SGD_KEYWORDS,
+    TrainingDiverged,
+    autocast,
+    autocast_dtype,
+    base_lr,
+    build_optimizer,
+    check_alpha,
+    check_not_diverged,
+    diverged_event,
+    first_error_line,
+    load_split,
+    lr_factor,
+    param_groups,
+    record_history,
+    resolve_device,
+)
 
 __all__ = ["MetricsLog", "RunExistsError", "TrainingDiverged", "evaluate_run", "restore_run",
            "train"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Device, precision, schedule
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):  # noqa: ANN201
-    """One code path for mixed precision: a no-op context when ``dtype`` is None."""
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def lr_factor(cfg: OptimConfig, epochs: int, steps_per_epoch: int):  # noqa: ANN201
-    """Multiplier of the base lr at optimizer step ``s``: linear warm-up, then multistep/cosine."""
-    per_epoch = cfg.warmup_mode == "epoch"
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if per_epoch:  # whole epochs, as a per-epoch scheduler steps
-        warmup = int(math.ceil(cfg.warmup_epochs)) * steps_per_epoch
-    total = epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if step < warmup and per_epoch:
-            start = cfg.warmup_start_factor
-            return start + (1 - start) * (step // steps_per_epoch + 1) / math.ceil(
-                cfg.warmup_epochs)
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.schedule == "multistep":
-            epoch = step // steps_per_epoch
-            return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-        if cfg.schedule == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return factor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,15 +77,6 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
     if path.exists():
         kept = [row for row in read_metrics(path) if row["epoch"] <= last_epoch]
         atomic_write_text(path, "".join(dumps_strict(row) + "\n" for row in kept))
-
-
-def record_history(run_dir: Path, event: str, **details: Any) -> None:
-    """``history.jsonl``: what was done to a run and when (start, resume, extend, diverged); the
-    start and resume events carry ``longtail.provenance.provenance()`` in ``details``."""
-    row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "event": event,
-           "host": socket.gethostname(), **details}
-    with open(run_dir / "history.jsonl", "a") as f:
-        f.write(dumps_strict(row) + "\n")
 
 
 def check_names(config: Config, pretrained: bool = True) -> None:
@@ -171,203 +116,6 @@ def build_loss(config: Config, data: DataBundle, device: torch.device) -> torch.
     context = {"class_counts": data.class_counts, "num_classes": data.num_classes,
                "epochs": config.train.epochs}
     return LOSSES.create(config.loss.name, context=context, **config.loss.args).to(device)
-
-
-# optim.sgd_impl -> torch.optim.SGD's keywords (default: torch chooses per device).
-SGD_KEYWORDS: dict[str, dict[str, bool]] = {"default": {}, "foreach": {"foreach": True},
-                                            "fused": {"fused": True}}
-
-
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
-                    batch_size: int | None = None) -> torch.optim.Optimizer:
-    """SGD; with ``optim.lr_reference_batch`` the lr scales linearly with the global batch;
-    ``optim.lr_scales`` gives parameter groups their own multiple of it; ``optim.sgd_impl``
-    picks torch's implementation of the same update."""
-    lr = cfg.lr * batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch and batch_size \
-        else cfg.lr
-    if cfg.sgd_impl not in SGD_KEYWORDS:
-        raise ConfigError(f"optim.sgd_impl must be default, foreach or fused, got "
-                          f"{cfg.sgd_impl!r}")
-    try:
-        return torch.optim.SGD(param_groups(model, cfg.lr_scales, lr), lr=lr,
-                               momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.nesterov, **SGD_KEYWORDS[cfg.sgd_impl])
-    except (RuntimeError, TypeError, ValueError) as err:
-        # An older torch has no such keyword, or no fused kernel for the parameters' device.
-        raise ConfigError(f"optim.sgd_impl: {cfg.sgd_impl} is not available with torch "
-                          f"{torch.__version__} here ({first_error_line(err)}); use "
-                          "default") from None
-
-
-def param_groups(model: torch.nn.Module, scales: dict[str, float], lr: float) -> list[dict]:
-    """Trainable parameters grouped by lr: each takes the scale of the longest prefix of
-    ``scales`` that matches its name (a whole dotted component: ``head`` matches ``head.fc``, not
-    ``heads``), 1 when none does. A prefix that matches no parameter is an error (a typo would
-    otherwise train at the wrong lr silently)."""
-    def matches(name: str, prefix: str) -> bool:
-        return name == prefix or name.startswith(prefix + ".")
-
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    for prefix in scales:
-        if not any(matches(n, prefix) for n, _ in named):
-            raise ConfigError(f"optim.lr_scales: '{prefix}' matches no trainable parameter "
-                              "(prefixes are parameter names such as backbone, head, "
-                              "head.centroids)")
-    groups: dict[float, list[torch.nn.Parameter]] = {}
-    for name, param in named:
-        hits = [p for p in scales if matches(name, p)]
-        scale = float(scales[max(hits, key=len)]) if hits else 1.0
-        groups.setdefault(scale, []).append(param)
-    return [{"params": params, "lr": lr * scale, "lr_scale": scale}
-            for scale, params in groups.items()]
-
-
-def base_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The current lr before ``optim.lr_scales`` (what the schedule sets and the logs show)."""
-    for group in optimizer.param_groups:
-        if group.get("lr_scale", 1.0) > 0:
-            return group["lr"] / group.get("lr_scale", 1.0)
-    return optimizer.param_groups[0]["lr"]
-
-
-def load_split(run_dir: Path) -> LongTailSplit:
-    path = run_dir / "split.json"
-    values = read_json(path, "split file")
-    try:
-        return LongTailSplit.from_dict(values)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"split file '{path}' is not a longtail split ({err}); the run "
-                         "cannot be reproduced without it") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# torch.compile of the backbone (train.compile)
-
-# train.compile: auto without a measurement (train.compile_speed_json): on CUDA compiling is the
-# usual gain; on CPU it is off until `longtail speed --compile` shows a gain on this machine
-# (benchmarks/results/speed/). Change a device's entry here to change the rule.
-COMPILE_AUTO: dict[str, bool] = {"cuda": True, "cpu": False}
-
-
-def first_error_line(err: BaseException) -> str:
-    text = str(err).strip()
-    line = text.splitlines()[0] if text else ""
-    line = f"{type(err).__name__}: {line}" if line else type(err).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
-
-
-def compile_decision(config: Config, dev: torch.device, steps: int) -> tuple[bool, str]:
-    """Whether this run compiles its backbone, and why (the printed line, ``history.jsonl``).
-    ``steps``: the optimizer steps left to run, which ``auto`` weighs the compile time against."""
-    tcfg = config.train
-    setting = compile_setting(tcfg.compile)
-    if setting != "auto":
-        return setting == "true", setting
-    note = "no train.compile_speed_json"
-    if tcfg.compile_speed_json:
-        from longtail.speed import compile_verdict
-
-        path = Path(tcfg.compile_speed_json)
-        if not path.is_file():
-            raise ConfigError(f"train.compile_speed_json: '{path}' is not a file (a speed.json "
-                              "of `longtail speed --compile`)")
-        verdict, note = compile_verdict(read_json(path, "speed file"), dev, tcfg.precision,
-                                        tcfg.channels_last, dist.per_process_batch(
-                                            tcfg.batch_size), config.model.backbone, steps)
-        if verdict is not None:
-            return verdict, f"auto: {'on' if verdict else 'off'} ({path}: {note})"
-    on = COMPILE_AUTO.get(dev.type, False)
-    return on, f"auto: {'on' if on else 'off'} on {dev.type} by default ({note})"
-
-
-class CompiledBackbone:
-    """``train.compile``: the backbone's forward compiled in place, for training steps only.
-
-    Only the backbone: a head is a matrix product or two (little to gain), and TDE heads update
-    their moving-average buffer in place during the forward, which is simplest left eager. The
-    compiled forward is an instance attribute of the backbone, so the module tree, hence
-    ``state_dict`` keys, checkpoints and DDP's wrapping, stay as they are (``torch.compile(module)``
-    would return a wrapper whose keys start with ``_orig_mod.``); ``eager()`` and ``disable()``
-    take it away (evaluation runs eagerly). A step on a batch shape not seen before compiles (the
-    first step; the epoch's short last batch): ``step`` times it and, when compiling fails,
-    restores what the failed attempt touched, goes back to eager for good and redoes the step."""
-
-    def __init__(self, backbone: torch.nn.Module, device: torch.device,
-                 report: Callable[..., None] | None = None) -> None:
-        self.backbone, self.device = backbone, device
-        self.report = report or (lambda line, **details: None)
-        self.compiled: Callable | None = None
-        self.failed: str | None = None  # the first line of the error, once compiling failed
-        self.first_step_seconds: float | None = None
-        self.shapes: set[tuple[int, ...]] = set()
-
-    def enable(self) -> None:
-        if self.compiled is None:
-            self.compiled = torch.compile(self.backbone.forward)
-        self.backbone.forward = self.compiled
-
-    def disable(self) -> None:
-        vars(self.backbone).pop("forward", None)  # the class's own forward again
-
-    @contextmanager
-    def eager(self) -> Iterator[None]:
-        compiled = "forward" in vars(self.backbone)
-        self.disable()
-        try:
-            yield
-        finally:
-            if compiled:
-                self.enable()
-
-    def new_shape(self, images: torch.Tensor) -> bool:
-        """True when the next step may compile: a batch shape this backbone has not seen yet."""
-        return self.failed is None and tuple(images.shape) not in self.shapes
-
-    def step(self, forward_backward: Callable[..., Any], images: torch.Tensor,
-             labels: torch.Tensor, stateful: Iterable[torch.nn.Module]) -> Any:
-        """``forward_backward(images, labels)`` (forward, loss, backward; no optimizer step)
-        with the compiled backbone, guarded: a failure to compile leaves no trace (the buffers of
-        ``stateful`` and the random state are restored) and the step runs eagerly."""
-        first = self.first_step_seconds is None
-        # What the attempt may change before it fails: buffers (BatchNorm statistics, a TDE
-        # head's moving average) and the random state; the optimizer has not stepped yet.
-        buffers = [b for module in stateful for b in module.buffers()]
-        saved = [b.detach().clone() for b in buffers]
-        rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        _sync(self.device)
-        started = time.perf_counter()
-        try:
-            self.enable()
-            result = forward_backward(images, labels)
-            _sync(self.device)
-        except Exception as err:  # noqa: BLE001 - whatever the compiler raised, train eagerly
-            # Under torchrun a process that fails in the forward redoes the step and its
-            # gradient reduction still pairs with the others'. Inductor compiles the backward
-            # lazily, though: a failure there, after some buckets were reduced, is not covered.
-            self.disable()
-            self.failed = first_error_line(err)
-            with torch.no_grad():
-                for buffer, value in zip(buffers, saved):
-                    buffer.copy_(value)
-            torch.set_rng_state(rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state(cuda_rng, self.device)
-            self.report(f"torch.compile failed ({self.failed}); training eagerly",
-                        compiled=False, error=self.failed)
-            return forward_backward(images, labels)  # a genuine error of the model re-raises
-        self.shapes.add(tuple(images.shape))
-        seconds = time.perf_counter() - started
-        if first:
-            self.first_step_seconds = seconds
-            self.report(f"compiled the backbone (first step {seconds:.1f} s)", compiled=True,
-                        first_step_seconds=round(seconds, 3))
-        return result
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":  # the clock must not stop before the GPU's work does
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,39 +397,6 @@ def _stop_diverged(run_dir: Path, config: Config, epoch: int, step: int, steps: 
         f"the training loss became non-finite (NaN or inf) at epoch {epoch + 1}, step "
         f"{step + 1} of {steps}; {kept}. The usual cause is a learning rate too high for this "
         f"model and batch (optim.lr={config.optim.lr}): start a new run with a lower one")
-
-
-def diverged_event(run_dir: Path) -> dict | None:
-    """The run's last ``diverged`` event when nothing restarted it since, else None."""
-    path = run_dir / "history.jsonl"
-    last = None
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a kill: history is informative, not state
-            if isinstance(row, dict) and row.get("event") in ("start", "resume", "diverged"):
-                last = row
-    return last if last is not None and last.get("event") == "diverged" else None
-
-
-def check_not_diverged(run_dir: Path) -> None:
-    """A run whose training stopped on a non-finite loss is no result: eval/predict refuse it."""
-    bad = diverged_event(run_dir)
-    if bad is not None:
-        raise TrainingDiverged(
-            f"run '{run_dir}' stopped with a non-finite loss at epoch {bad.get('epoch')}, step "
-            f"{bad.get('step')} (history.jsonl): its model is not a result; train a new run "
-            "with a lower optim.lr")
-
-
-def check_alpha(alpha: float | None) -> None:
-    """A TDE strength, when given, is a finite number >= 0."""
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
-                              or not (math.isfinite(alpha) and alpha >= 0)):
-        raise ValueError(f"--alpha {alpha}: the TDE strength must be a finite number >= 0 "
-                         "(0 is plain De-confound inference)")
 
 
 # ---------------------------------------------------------------------------------------------

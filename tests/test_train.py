@@ -15,6 +15,7 @@ import torch
 import yaml
 from conftest import TINY_OVERRIDES
 
+import longtail.compiled as compiled_module
 import longtail.train as train_module
 from longtail.config import OptimConfig, from_dict, load_config
 from longtail.models import build_model
@@ -449,7 +450,7 @@ def test_compile_auto_follows_the_device_rule_or_a_measurement(tmp_path):
     cpu = torch.device("cpu")
     decide = train_module.compile_decision
     on, reason = decide(load_config("quickstart", ["train.compile=auto"]), cpu, 100)
-    assert on is train_module.COMPILE_AUTO["cpu"] and "by default" in reason
+    assert on is compiled_module.COMPILE_AUTO["cpu"] and "by default" in reason
     assert decide(load_config("quickstart", ["train.compile=true"]), cpu, 100) == (True, "true")
 
     def row(compiled: bool, images_per_second: float, first_step: float) -> dict:
@@ -469,7 +470,7 @@ def test_compile_auto_follows_the_device_rule_or_a_measurement(tmp_path):
     speed["device"]["name"] = "another CPU"  # a measurement of another machine is not used
     path.write_text(json.dumps(speed))
     on, reason = decide(config, cpu, 200)
-    assert on is train_module.COMPILE_AUTO["cpu"] and "another CPU" in reason
+    assert on is compiled_module.COMPILE_AUTO["cpu"] and "another CPU" in reason
     missing = load_config("quickstart", ["train.compile=auto",
                                          f"train.compile_speed_json={tmp_path / 'none.json'}"])
     with pytest.raises(ConfigError, match="is not a file"):

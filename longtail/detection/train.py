@@ -39,7 +39,7 @@ from longtail.detection.models import build_detector, load_detector_weights, loa
 from longtail.loggers import MetricsLog, check_loggers
 from longtail.registry import HEADS, LOSSES
 from longtail.rundir import check_run_name, open_run_dir
-from longtail.train import (
+from longtail.runtime import (
     TrainingDiverged,
     autocast,
     autocast_dtype,
