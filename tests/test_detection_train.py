@@ -129,6 +129,16 @@ def test_detection_bench_tables_every_row_and_skips_finished_runs(
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("done, skipping") == 6
+    # Rerunning one detector keeps the others' rows in the table (rows/<detector>.json).
+    assert main([*args, "--methods", "eql"]) == 0
+    assert capsys.readouterr().out.count("done, skipping") == 2
+    again = json.loads((tmp_path / "res" / "synthetic_detection" / "results.json").read_text())
+    assert [r["label"] for r in again["rows"]] == [r["label"] for r in results["rows"]]
+    assert sorted(p.name for p in (tmp_path / "res" / "synthetic_detection" / "rows").iterdir()) \
+        == ["baseline.json", "deconfound.json", "eql.json"]
+    assert main([*args, "--methods", "tde"]) == 2
+    assert "--methods tde: the detection suite trains baseline, eql, deconfound" in \
+        capsys.readouterr().err
 
 
 def test_report_of_detection_runs(tiny_set: Path, tmp_path: Path) -> None:
