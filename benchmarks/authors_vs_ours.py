@@ -4,8 +4,9 @@
 
 ``LOG``: the stdout of ``authors_code/drive.py`` (their code evaluates TDE α=1 on the CIFAR test
 set after every epoch, or only after the last with EVAL_LAST_ONLY, and at the end the epoch
-that scored best on it). ``RUN``: a longtail run
-directory. Writes ``DIR/results.md`` and ``DIR/results.csv``: top-1 of the last epoch per seed
+that scored best on it). ``RUN``: a longtail run directory, or a bench row file
+(``results/cifar10_lt_paper/rows/deconfound.json``: its ``--ours-label`` row, the α = 1 one by
+default). Writes ``DIR/results.md`` and ``DIR/results.csv``: top-1 of the last epoch per seed
 (what we compare), the authors' best-on-test epoch for reference, mean ± sample std.
 """
 
@@ -22,6 +23,7 @@ ACC = re.compile(r"Evaluation_accuracy_micro_top1: ([0-9.]+)")
 SHOTS = re.compile(r"Many_shot_accuracy_top1: ([0-9.]+) Median_shot_accuracy_top1: ([0-9.]+) "
                    r"Low_shot_accuracy_top1: ([0-9.]+)")
 EPOCHS = re.compile(r"Epoch: \[\d+/(\d+)\]")
+TDE_ROW = "De-confound-TDE, α=1 (paper's CIFAR-10 value)"
 
 
 def authors_run(log: Path) -> dict:
@@ -45,7 +47,15 @@ def authors_run(log: Path) -> dict:
             "best_on_test": max(accs[:-1]) if every_epoch else None}
 
 
-def our_run(run_dir: Path) -> dict:
+def our_run(run_dir: Path, label: str = TDE_ROW) -> dict:
+    if run_dir.is_file():  # a `longtail bench` row file: the run directory may be long gone
+        entries = json.loads(run_dir.read_text())["entries"]
+        found = [e for e in entries if e["label"] == label]
+        if not found:
+            raise SystemExit(f"{run_dir}: no row labelled {label!r}")
+        m = found[0]
+        return {"run": f"{run_dir} ({label})", "top1": m["top1"], "many": m["many"],
+                "medium": m["medium"], "few": m["few"], "best_on_test": None}
     m = json.loads((run_dir / "eval" / "test_metrics.json").read_text())
     return {"run": str(run_dir), "top1": m["top1"], "many": m["many"], "medium": m["medium"],
             "few": m["few"], "best_on_test": None}
@@ -63,10 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--authors", nargs="+", type=Path, required=True)
     parser.add_argument("--ours", nargs="+", type=Path, required=True)
+    parser.add_argument("--ours-label", default=TDE_ROW,
+                        help="the row of a bench row file passed to --ours")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     rows = {"authors' code": [authors_run(p) for p in args.authors],
-            "longtail": [our_run(p) for p in args.ours]}
+            "longtail": [our_run(p, args.ours_label) for p in args.ours]}
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["code", "run", "top1", "many", "medium", "few",
