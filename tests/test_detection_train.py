@@ -43,6 +43,8 @@ def test_config_task_detection_checks_its_own_keys(tiny_set: Path) -> None:
         load_config("synthetic_detection", ["loss.name=ldam"])
     with pytest.raises(ConfigError, match="unknown task"):
         load_config("synthetic_detection", ["task=segmentation"])
+    with pytest.raises(ConfigError, match="train.compile: detection trains eagerly"):
+        load_config("synthetic_detection", ["train.compile=auto"])
     for name in ("lvis_v1_baseline", "lvis_v1_eql", "lvis_v1_tde", "synthetic_detection_eql"):
         assert load_config(name).task == "detection"
     assert load_config("lvis_v1_tde").model.head_args["momentum"] == 0.9998

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from longtail.config import ConfigError, LossConfig, OptimConfig, TrainConfig
+from longtail.config import ConfigError, LossConfig, OptimConfig, TrainConfig, compile_setting
 
 
 @dataclass
@@ -124,6 +124,9 @@ def validate_detection(config: DetectionConfig) -> None:
         (t.sampler == "instance", f"train.sampler: detection samples images uniformly "
          f"(instance), got {t.sampler!r}"),
         (config.optim.lr > 0, f"optim.lr must be > 0, got {config.optim.lr}"),
+        # Refused rather than ignored: a user who asks for it would otherwise time an eager run.
+        (compile_setting(t.compile) == "false", f"train.compile: detection trains eagerly "
+         f"(torch.compile of torchvision's detectors is not supported here), got {t.compile!r}"),
     ]
     for split in ("train", "test"):
         given = getattr(d, f"{split}_annotations") is not None
