@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from longtail.checkpoint import read_json, write_json
+from longtail.checkpoint import atomic_write_text, read_json, write_json
 from longtail.config import load_config, load_run_config
 
 
@@ -81,7 +81,7 @@ def run_detection_suite(seeds: list[int], runs_root: str | Path, results_dir: st
     table.sort(key=lambda e: [r.label for r in ROWS].index(e["label"]))
     write_json({"command": command, "seeds": seeds, "rows": table}, results_dir / "results.json")
     path = results_dir / "results.md"
-    path.write_text(_markdown(table))
+    atomic_write_text(path, _markdown(table))
     print(path.read_text())
     return path
 
