@@ -5,34 +5,22 @@ pickle code execution). Every reader checks what it read and fails with one line
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def atomic_write_bytes(path: Path, write) -> None:  # noqa: ANN001
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # writers never share a temp file
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+from longtail.files import (  # noqa: F401  (re-exported: checkpoint is where callers look)
+    _first_line,
+    atomic_write_bytes,
+    atomic_write_text,
+    dumps_strict,
+    read_json,
+    read_metrics,
+    strict_json,
+    write_json,
+)
 
 
 def _load_reason(path: Path, err: Exception) -> str:
@@ -103,70 +91,3 @@ def load_outputs_file(path: Path) -> dict[str, torch.Tensor]:
     return outputs
 
 
-# ---------------------------------------------------------------------------------------------
-# JSON: strict (no NaN/Infinity), atomic
-
-
-def strict_json(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by null; each dict that had one gains
-    ``non_finite: {key: "nan" | "inf" | "-inf" | "nan at [i, ...]"}`` saying what was there."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    out, reasons = {}, {}
-    for key, value in obj.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            reasons[key] = str(value)
-        elif isinstance(value, (list, tuple)):
-            bad = [i for i, v in enumerate(value) if isinstance(v, float) and not math.isfinite(v)]
-            if bad:
-                reasons[key] = f"{value[bad[0]]} at {bad[:10]}"
-        out[key] = strict_json(value)
-    if reasons:
-        out["non_finite"] = reasons
-    return out
-
-
-def dumps_strict(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
-
-
-def write_json(obj: Any, path: Path) -> None:
-    atomic_write_text(path, dumps_strict(obj, indent=1))
-
-
-def read_json(path: Path, what: str = "file") -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} '{path}' does not exist")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{what} '{path}' is not valid JSON ({_first_line(err)})") from None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """``metrics.jsonl``: one object per epoch. A cut-off last line (a kill mid-write) is
-    dropped; a bad line elsewhere is an error naming its line number."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                raise ValueError("not an object with an integer 'epoch'")
-        except ValueError as err:
-            if number == len(lines):
-                break
-            raise ValueError(f"metrics log '{path}' line {number} is not valid "
-                             f"({_first_line(err)})") from None
-        rows.append(row)
-    return rows

@@ -205,18 +205,27 @@ def _check_run_dir(path: Path) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> None:
-    from longtail.inference import parse_range
+    # No torch on the way to the cached path: its import takes longer than the sweep.
     from longtail.rundir import run_lock
-    from longtail.sweep import run_sweep
+    from longtail.sweep_cache import cached_sweep
+    from longtail.sweep_files import parse_range, print_sweep, write_sweep
 
     if args.alpha is None and args.tau is None:
         raise ValueError("give --alpha RANGE (TDE) or --tau RANGE with --method")
     _check_run_dir(args.run_dir)
+    knob, values = (("alpha", parse_range(args.alpha)) if args.alpha is not None
+                    else (args.method, parse_range(args.tau)))
     with run_lock(args.run_dir, "longtail sweep"):  # the sweep writes the run's sweeps/
-        if args.alpha is not None:
-            run_sweep(args.run_dir, "alpha", parse_range(args.alpha), plot="background")
-        else:
-            run_sweep(args.run_dir, args.method, parse_range(args.tau), plot="background")
+        cached = cached_sweep(args.run_dir, knob, values)
+        if cached is None:  # no cache, or its files changed since: the torch path rewrites it
+            from longtail.sweep import run_sweep
+
+            run_sweep(args.run_dir, knob, values, plot="background")
+            return
+        result, extra = cached
+        out_dir = Path(args.run_dir) / "sweeps"
+        write_sweep(result, out_dir, extra, plot="background")
+        print_sweep(result, extra, out_dir, plot="background")
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -537,8 +546,7 @@ def _speed(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from longtail.loggers import LoggerError
-    from longtail.rundir import RunLockedError
-    from longtail.runtime import TrainingDiverged
+    from longtail.rundir import RunLockedError, TrainingDiverged
 
     parser = build_parser()
     args = parser.parse_args(argv)

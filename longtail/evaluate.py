@@ -14,14 +14,18 @@ from pathlib import Path
 
 import torch
 
-from longtail.data.longtail import shot_group
-
-METRIC_NAMES = ["top1", "many", "medium", "few", "balanced_error", "macro_f1", "top5", "nll",
-                "ece"]
-# The metrics that need logits (None when only predictions are given).
-LOGIT_METRICS = ["top5", "nll", "ece"]
-TOP_K = 5
-ECE_BINS = 15
+from longtail.metrics import (  # noqa: F401  (re-exported: evaluate is where callers look)
+    ECE_BINS,
+    LOGIT_METRICS,
+    METRIC_NAMES,
+    OPTIONAL_COLUMNS,
+    TABLE_COLUMNS,
+    TOP_K,
+    format_table,
+    macro_f1_rows,
+    shot_group,
+)
+from longtail.metrics import metrics_over_values as _metrics_over_values
 
 
 def per_class_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -35,21 +39,8 @@ def macro_f1(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> flo
     """sklearn's ``f1_score(average='macro', zero_division=0)``: the mean over the classes
     present in labels or preds of ``2·TP / (predicted + true)`` (tested against sklearn; written
     here so that evaluation does not import sklearn, a second of start-up)."""
-    return _macro_f1(preds[None], labels, num_classes)[0].item()
-
-
-def _macro_f1(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Macro F1 (a fraction) of each row of ``preds`` (V, N) against ``labels`` (N,)."""
-    v = preds.shape[0]
-    offset = torch.arange(v)[:, None] * num_classes
-    true = torch.bincount(labels, minlength=num_classes).double()
-    predicted = torch.bincount((preds + offset).flatten(),
-                               minlength=v * num_classes).double().view(v, num_classes)
-    hits = torch.bincount((labels + offset)[preds == labels],
-                          minlength=v * num_classes).double().view(v, num_classes)
-    both = predicted + true
-    f1 = torch.where(both > 0, 2 * hits / both.clamp(min=1), torch.zeros_like(both))
-    return f1.sum(1) / (both > 0).sum(1).clamp(min=1)
+    return float(macro_f1_rows(preds.cpu().long().numpy()[None], labels.cpu().long().numpy(),
+                               num_classes)[0])
 
 
 def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor,
@@ -116,60 +107,14 @@ def compute_metrics(outputs: torch.Tensor, labels: torch.Tensor,
 def metrics_over_values(logits: torch.Tensor, labels: torch.Tensor,
                         train_counts: list[int] | torch.Tensor) -> list[dict]:
     """``METRIC_NAMES`` of ``compute_metrics`` for each of V logit matrices at once: ``logits``
-    (V, N, C), e.g. one per value of a swept knob. Same definitions (tests check it against
-    ``compute_metrics``), no per-class rows. The (V, N, C) work is done in the logits' dtype
-    (float32 halves the memory traffic of a sweep; the means are float64), so NLL and ECE
-    agree with ``compute_metrics`` to float32 rounding."""
-    labels = labels.cpu().long()
-    counts = [int(c) for c in train_counts]
-    num_classes = len(counts)
-    v, n, c = logits.shape
-    if c != num_classes:
-        raise ValueError(f"logits have {c} classes, the training counts {num_classes}")
-    logits = logits.cpu()
-    if not logits.is_floating_point():
+    (V, N, C), e.g. one per value of a swept knob; ``longtail.metrics.metrics_over_values`` on
+    the tensors' numpy views (tests check it against ``compute_metrics``). Float32 logits stay
+    float32, so NLL and ECE agree with ``compute_metrics`` to float32 rounding."""
+    logits = logits.detach().cpu()
+    if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
-    top, preds = logits.max(2)  # (V, N)
-    correct = preds == labels
-    offset = torch.arange(v)[:, None] * num_classes
-    total = torch.bincount(labels, minlength=num_classes).double()
-    hits = torch.bincount((labels + offset)[correct], minlength=v * num_classes)
-    acc = hits.double().view(v, num_classes) / total.clamp(min=1)  # (V, C)
-    present = total > 0
-    groups = {}
-    for name in ("many", "medium", "few"):
-        members = torch.tensor([shot_group(counts[k]) == name and bool(present[k])
-                                for k in range(num_classes)])
-        groups[name] = 100 * acc[:, members].mean(1) if members.any() else None
-    # From the log-sum-exp, without the (V, N, C) log-probabilities: NLL = lse − f_y, the top
-    # probability exp(f_max − lse).
-    lse = torch.logsumexp(logits, dim=2)
-    true = logits.gather(2, labels.expand(v, n)[..., None]).squeeze(2)
-    nll = (lse - true).double().mean(1)
-    confidence = (top - lse).double().exp()  # (V, N)
-    inner_edges = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float64)[1:-1]
-    index = (torch.bucketize(confidence, inner_edges) + torch.arange(v)[:, None] * ECE_BINS)
-    conf_sum = torch.bincount(index.flatten(), weights=confidence.flatten(),
-                              minlength=v * ECE_BINS).view(v, ECE_BINS)
-    hit_sum = torch.bincount(index.flatten(), weights=correct.double().flatten(),
-                             minlength=v * ECE_BINS).view(v, ECE_BINS)
-    ece = (hit_sum - conf_sum).abs().sum(1) / max(1, n)
-    top5 = None
-    if num_classes > TOP_K:
-        # In the top 5 when fewer than 5 logits are larger than the true one (ties, which
-        # topk breaks arbitrarily, count as hits here).
-        top5 = ((logits > true[..., None]).sum(2) < TOP_K).double().mean(1)
-    columns = {
-        "top1": 100 * correct.double().mean(1),
-        **groups,
-        "balanced_error": 100 * (1 - acc[:, present].mean(1)),
-        "macro_f1": 100 * _macro_f1(preds, labels, num_classes),
-        "top5": None if top5 is None else 100 * top5,
-        "nll": nll,
-        "ece": 100 * ece,
-    }
-    return [{k: None if col is None else col[i].item() for k, col in columns.items()}
-            for i in range(v)]
+    return _metrics_over_values(logits.numpy(), labels.cpu().long().numpy(),
+                                [int(c) for c in train_counts])
 
 
 def _softmax_stats(logits: torch.Tensor, labels: torch.Tensor,
@@ -218,32 +163,6 @@ def collect_outputs(model: torch.nn.Module, loader, device: torch.device,  # noq
         labels.append(targets)
     return {"features": torch.cat(features).cpu(), "logits": torch.cat(logits).cpu(),
             "labels": torch.cat(labels).cpu()}
-
-
-TABLE_COLUMNS = [("top1", "top-1"), ("many", "many"), ("medium", "medium"), ("few", "few"),
-                 ("balanced_error", "balanced error"), ("macro_f1", "macro F1")]
-# After the accuracy columns, each only when some row has it: top-5 needs more than 5 classes,
-# all three need logits (metrics files written before they existed have none).
-OPTIONAL_COLUMNS = [("top5", "top-5"), ("nll", "NLL"), ("ece", "ECE")]
-
-
-def _format_value(key: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.3f}" if key == "nll" else f"{value:.2f}"  # NLL in nats, the rest in %
-
-
-def format_table(rows: dict[str, dict], title: str | None = None) -> str:
-    """A markdown table: one row per name, the standard metric columns, then top-5 / NLL / ECE
-    where any row has them; empty groups blank."""
-    columns = TABLE_COLUMNS + [(k, name) for k, name in OPTIONAL_COLUMNS
-                               if any(m.get(k) is not None for m in rows.values())]
-    header = "| method | " + " | ".join(name for _, name in columns) + " |"
-    lines = ([f"**{title}**", ""] if title else []) + [header, "|---" * (len(columns) + 1) + "|"]
-    for name, m in rows.items():
-        cells = [_format_value(k, m.get(k)) for k, _ in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def write_per_class_csv(metrics: dict, path: Path, class_names: list[str]) -> None:

@@ -3,10 +3,11 @@ authors' α heuristic, and parsing of α sweep ranges."""
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
+
+from longtail.sweep_files import parse_range  # noqa: F401  (re-exported)
 
 
 class _HasDirectionCosines(Protocol):
@@ -77,56 +78,3 @@ def alpha_heuristic(head: _HasDirectionCosines, features: torch.Tensor) -> float
     return 1.0 / mean_cos
 
 
-# Results are rounded to this many decimals: removes float drift (0.1 * 3 = 0.30000000000000004)
-# without affecting any sensible sweep grid.
-_RANGE_DECIMALS = 10
-_RANGE_MAX_VALUES = 100_000
-
-
-def parse_range(spec: str) -> list[float]:
-    """Parse a sweep specification into a list of floats (e.g. α values for methods.md §4).
-
-    ``"start:stop:step"`` gives ``start, start+step, ...`` up to ``stop``, inclusive of ``stop``
-    when it lands on the grid (within float rounding): ``"0:3:0.1"`` has 31 values, the last 3.0.
-    ``"start:stop"`` uses step 1. A single number ``"1.5"`` gives ``[1.5]``. Several items may be
-    joined by commas, ``"0:1:0.5,3"`` -> ``[0.0, 0.5, 1.0, 3.0]``. Values are rounded to 10
-    decimals.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"empty range specification: {spec!r}")
-    values: list[float] = []
-    for item in spec.split(","):
-        values.extend(_parse_range_item(item.strip(), spec))
-    return values
-
-
-def _parse_float(text: str, spec: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(
-            f"bad range {spec!r}: {text!r} is not a number (expected 'start:stop:step')"
-        ) from None
-    if not math.isfinite(value):
-        raise ValueError(f"bad range {spec!r}: {text!r} is not finite")
-    return value
-
-
-def _parse_range_item(item: str, spec: str) -> list[float]:
-    parts = item.split(":")
-    if len(parts) == 1:
-        return [round(_parse_float(parts[0], spec), _RANGE_DECIMALS)]
-    if len(parts) not in (2, 3):
-        raise ValueError(f"bad range {spec!r}: expected 'start:stop:step', got {item!r}")
-    start, stop = _parse_float(parts[0], spec), _parse_float(parts[1], spec)
-    step = _parse_float(parts[2], spec) if len(parts) == 3 else 1.0
-    if step <= 0:
-        raise ValueError(f"bad range {spec!r}: step must be > 0, got {step}")
-    if stop < start:
-        raise ValueError(f"bad range {spec!r}: stop {stop} is below start {start}")
-    steps = (stop - start) / step
-    # The tolerance keeps an end point that lands on the grid despite float error (3/0.1 = 29.99..).
-    count = math.floor(steps + 1e-9 * max(1.0, steps)) + 1
-    if count > _RANGE_MAX_VALUES:
-        raise ValueError(f"bad range {spec!r}: {count} values (more than {_RANGE_MAX_VALUES})")
-    return [round(start + i * step, _RANGE_DECIMALS) for i in range(count)]

@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from longtail.checkpoint import atomic_write_text, dumps_strict, read_metrics, write_json
 from longtail.config import Config, ConfigError, flatten
+from longtail.files import atomic_write_text, dumps_strict, read_metrics, write_json
 
 DEFAULT_LOGGERS = ["jsonl", "tensorboard"]
 # Sinks whose package must be installed when selected (pip install 'longtail[<name>]').

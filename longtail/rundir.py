@@ -33,6 +33,10 @@ RUN_ENTRIES = {MARKER, LOCK, "config.yaml", "split.json", "metrics.jsonl", "hist
                "metrics.csv", "wandb", "loggers.json"}  # train.loggers: csv, wandb's files, ids
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
+
+
 class RunExistsError(FileExistsError):
     pass
 

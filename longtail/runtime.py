@@ -18,10 +18,7 @@ import torch
 from longtail.checkpoint import dumps_strict, read_json
 from longtail.config import ConfigError, OptimConfig
 from longtail.data import LongTailSplit
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
+from longtail.rundir import TrainingDiverged  # noqa: F401  (re-exported)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

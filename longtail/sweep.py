@@ -4,25 +4,27 @@ otherwise the sweep says plainly that it is tuning on test."""
 
 from __future__ import annotations
 
-import csv
-import io
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from longtail.adjust import logit_adjust, tau_normalize
-from longtail.checkpoint import atomic_write_bytes, atomic_write_text, write_json
-from longtail.evaluate import METRIC_NAMES, compute_metrics, format_table
-
-KNOBS = {
-    "alpha": "TDE strength α (methods.md §4)",
-    "logit_adjust": "post-hoc logit adjustment τ (methods.md §6)",
-    "tau_norm": "τ-normalisation of classifier weights (methods.md §7)",
-}
+from longtail.evaluate import compute_metrics
+from longtail.metrics import METRIC_NAMES
+from longtail.sweep_cache import sweep_arrays, write_cache
+from longtail.sweep_files import (  # noqa: F401  (re-exported: the sweep's files live there)
+    KNOBS,
+    PREVIOUS,
+    SWEEP_FILES,
+    keep_previous,
+    plot_sweep,
+    plot_sweep_files,
+    print_sweep,
+    write_sweep,
+)
 
 
 @dataclass
@@ -87,59 +89,59 @@ def logits_fn(knob: str, run: RunOutputs) -> Callable[[torch.Tensor, float], tor
 
 
 @torch.no_grad()
-def batched_logits_fn(knob: str, run: RunOutputs, features: torch.Tensor
-                      ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``values (V,) -> logits (V, N, C)`` (float32) for every value at once. Each knob is
-    cheap in its value once the features have been through the head: TDE's logits are affine in
-    α (``L(0) + α·(L(1) − L(0))``), logit adjustment's in τ, and τ-norm scales the columns of
-    ``f·Wᵀ`` by ``||w_c||^(−τ)``."""
+def pieces(knob: str, run: RunOutputs, features: torch.Tensor) -> dict[str, np.ndarray]:
+    """The knob's two float32 pieces over ``features`` (``longtail.sweep_cache``: logits of
+    every value from them). TDE: ``L(0)`` and ``L(1) − L(0)``; logit adjustment: the plain
+    logits and ``−log π``; τ-norm: ``f·Wᵀ`` and the class norms ``||w_c||``."""
     logits_fn(knob, run)  # the same checks as the one-value path
     head = run.head
     if knob == "alpha":
         base = head.tde_logits(features, alpha=0.0).float()
-        slope = head.tde_logits(features, alpha=1.0).float() - base
-        return lambda v: torch.addcmul(base, v.float()[:, None, None], slope)
-    if knob == "logit_adjust":
+        step = head.tde_logits(features, alpha=1.0).float() - base
+    elif knob == "logit_adjust":
         base = plain_logits(head, features).float()
-        log_prior = torch.log(torch.as_tensor(run.counts, dtype=torch.float64)
-                              / sum(run.counts)).float()
-        return lambda v: torch.addcmul(base, v.float()[:, None, None], -log_prior)
-    weight = head.weight.detach().float()
-    base = features.float() @ weight.t()
-    norms = weight.norm(dim=1)
-    return lambda v: base * norms.pow(-v.float()[:, None, None])
+        step = -torch.log(torch.as_tensor(run.counts, dtype=torch.float64)
+                          / sum(run.counts)).float()
+    else:
+        weight = head.weight.detach().float()
+        base, step = features.float() @ weight.t(), weight.norm(dim=1)
+    return {"base": base.numpy(), "step": step.numpy()}
+
+
+def _parts(run: RunOutputs, knob: str) -> dict[str, dict[str, np.ndarray]]:
+    return {part: {**pieces(knob, run, out["features"]), "labels": out["labels"].long().numpy()}
+            for part, out in run.splits.items()}
 
 
 @torch.no_grad()
 def sweep(run: RunOutputs, knob: str, values: list[float]) -> dict:
     """Metrics on every split for every value; the selected value and how it was selected.
-    Vectorised over the values (``batched_logits_fn``, ``metrics_over_values``), a few million
-    logits at a time; the selected value's test row is recomputed on the one-value path that
-    ``longtail eval`` uses, so it matches an evaluation at that value exactly."""
-    from longtail.evaluate import metrics_over_values
+    Vectorised over the values (``sweep_cache.sweep_arrays``), a few million logits at a time;
+    the selected value's test row is recomputed on the one-value path that ``longtail eval``
+    uses, so it matches an evaluation at that value exactly."""
+    result = sweep_arrays(knob, values, _parts(run, knob), run.counts)
+    exact = evaluate_at(run, knob, result["selected"], "test")
+    result["test_at_selected"] = {"value": result["selected"], "split": "test",
+                                  **{k: exact[k] for k in METRIC_NAMES}}
+    return result
 
-    by_part = {}
-    for part, out in run.splits.items():
-        fn = batched_logits_fn(knob, run, out["features"])
-        n, c = out["features"].shape[0], len(run.counts)
-        chunk = max(1, 2**25 // max(1, n * c))  # values per batch: ~128 MB of float32
-        metrics: list[dict] = []
-        for start in range(0, len(values), chunk):
-            batch = torch.tensor(values[start:start + chunk], dtype=torch.float64)
-            # The logits, not only their argmax: NLL and ECE move with α and τ too.
-            metrics += metrics_over_values(fn(batch), out["labels"], run.counts)
-        by_part[part] = metrics
-    rows = [{"value": value, "split": part, **{k: by_part[part][i][k] for k in METRIC_NAMES}}
-            for i, value in enumerate(values) for part in run.splits]
-    select_on = "val" if "val" in run.splits else "test"
-    candidates = [r for r in rows if r["split"] == select_on]
-    # Balanced validation set: the lowest balanced error is the best mean per-class accuracy.
-    best = min(candidates, key=lambda r: (r["balanced_error"], abs(r["value"])))
-    exact = evaluate_at(run, knob, best["value"], "test")
-    test_at_best = {"value": best["value"], "split": "test",
-                    **{k: exact[k] for k in METRIC_NAMES}}
-    return {"knob": knob, "values": values, "rows": rows, "selected": best["value"],
-            "selected_on": select_on, "test_at_selected": test_at_best}
+
+def write_sweep_cache(run_dir: str | Path, run: RunOutputs | None = None) -> bool:
+    """``eval/sweep_cache.npz``: the pieces of every knob the run's head allows, so that later
+    sweeps need no torch (``longtail.sweep_cache``); False when nothing was cached."""
+    run = run if run is not None else load_outputs(run_dir)
+    if "test" not in run.splits:
+        return False
+    cached, extras = {}, {}
+    for knob in KNOBS:
+        try:
+            cached[knob] = {part: {k: v for k, v in arrays.items() if k != "labels"}
+                            for part, arrays in _parts(run, knob).items()}
+            extras[knob] = sweep_extras(run, knob)
+        except ValueError:  # the head has no such knob (TDE of a linear head ...): not cached,
+            cached.pop(knob, None)  # and a sweep of it takes the torch path and says why
+    labels = {part: out["labels"].long().numpy() for part, out in run.splits.items()}
+    return write_cache(run_dir, cached, labels, run.counts, extras)
 
 
 def evaluate_at(run: RunOutputs, knob: str, value: float, part: str = "test") -> dict:
@@ -147,157 +149,6 @@ def evaluate_at(run: RunOutputs, knob: str, value: float, part: str = "test") ->
     out = run.splits[part]
     logits = logits_fn(knob, run)(out["features"], value)
     return compute_metrics(logits, out["labels"], run.counts)
-
-
-SWEEP_FILES = ("csv", "md", "json", "png")
-PREVIOUS = "previous"  # sweeps/previous/: earlier sweeps that a new one would have replaced
-
-
-def _holds(path: Path, text: str) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, newline="") as f:  # as written: the csv module's \r\n line ends included
-        return f.read() == text
-
-
-def keep_previous(out_dir: Path, knob: str, new_texts: dict[str, str]) -> Path | None:
-    """Before ``<knob>.*`` is rewritten: if it holds another sweep (other values, or other results
-    after the run was re-evaluated), copy it to ``previous/<knob>-<time it was written>.*`` and
-    return that stem. The latest sweep keeps the plain name that predict, bench and report read;
-    ``previous/`` is a folder, so report's ``sweeps/*.csv`` does not list the old ones."""
-    old = {ext: out_dir / f"{knob}.{ext}" for ext in SWEEP_FILES}
-    if not old["csv"].is_file():
-        return None
-    if all(_holds(old[ext], text) for ext, text in new_texts.items()):
-        return None  # the same sweep again: nothing would be lost
-    folder = out_dir / PREVIOUS
-    folder.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(old["csv"].stat().st_mtime))
-    stem, n = f"{knob}-{stamp}", 1
-    while any((folder / f"{stem}.{ext}").exists() for ext in SWEEP_FILES):
-        n += 1
-        stem = f"{knob}-{stamp}-{n}"
-    for ext, path in old.items():
-        if path.is_file():  # copied, not moved: a reader never finds the file missing
-            shutil.copy2(path, folder / f"{stem}.{ext}")
-    return folder / stem
-
-
-def write_sweep(result: dict, out_dir: Path, extra: dict | None = None,
-                plot: str = "now") -> None:
-    """``sweeps/<knob>.csv`` (every value × split), ``.md`` (summary), ``.json``, ``.png``; an
-    earlier, different sweep of the knob is kept in ``sweeps/previous/`` (one line says so).
-    ``plot``: ``now``, or ``background`` (a detached process draws the PNG from the CSV and
-    JSON just written, so the command returns without waiting for matplotlib)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    knob = result["knob"]
-    _wait_for_plot(out_dir, knob)  # an earlier sweep's PNG is finished before anything moves
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=["value", "split", *METRIC_NAMES])
-    writer.writeheader()
-    writer.writerows(result["rows"])
-    markdown = _sweep_markdown(result, extra)
-    kept = keep_previous(out_dir, knob, {"csv": table.getvalue(), "md": markdown})
-    if kept is not None:
-        print(f"sweeps: the earlier {knob} sweep differs (other values or results); kept as "
-              f"{kept}.*", flush=True)
-    atomic_write_text(out_dir / f"{knob}.csv", table.getvalue())
-    summary = {k: result[k] for k in ("knob", "selected", "selected_on", "test_at_selected")}
-    summary.update(extra or {})
-    write_json(summary, out_dir / f"{knob}.json")
-    atomic_write_text(out_dir / f"{knob}.md", markdown)
-    if plot == "background":
-        import subprocess
-        import sys
-
-        _pending(out_dir, knob).touch()  # removed by the plotting process when it is done
-        subprocess.Popen([sys.executable, "-c", "import sys; from longtail.sweep import "
-                          "plot_sweep_files; plot_sweep_files(sys.argv[1], sys.argv[2])",
-                          str(out_dir), knob], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    else:
-        plot_sweep(result, out_dir / f"{knob}.png")
-
-
-def _pending(out_dir: Path, knob: str) -> Path:
-    return out_dir / f".{knob}.png.pending"
-
-
-def _wait_for_plot(out_dir: Path, knob: str, timeout: float = 60.0) -> None:
-    """Wait while a background plot of ``knob`` is being drawn (a marker a killed plotter left
-    behind is removed after ``timeout``)."""
-    marker = _pending(out_dir, knob)
-    deadline = time.monotonic() + timeout
-    while marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    marker.unlink(missing_ok=True)
-
-
-def plot_sweep_files(out_dir: str | Path, knob: str) -> None:
-    """Draw ``<knob>.png`` from ``<knob>.csv`` and ``<knob>.json`` (the background plot). A
-    failure is written to ``<knob>.png.error`` instead of vanishing with the process."""
-    out_dir = Path(out_dir)
-    try:
-        _draw_from_files(out_dir, knob)
-    finally:
-        _pending(out_dir, knob).unlink(missing_ok=True)
-
-
-def _draw_from_files(out_dir: Path, knob: str) -> None:
-    import json
-
-    try:
-        with open(out_dir / f"{knob}.csv", newline="") as f:
-            rows = [{k: (None if v == "" else v if k == "split" else float(v))
-                     for k, v in r.items()} for r in csv.DictReader(f)]
-        summary = json.loads((out_dir / f"{knob}.json").read_text())
-        plot_sweep({"knob": knob, "rows": rows, "selected": summary["selected"],
-                    "selected_on": summary["selected_on"]}, out_dir / f"{knob}.png")
-    except Exception as err:  # noqa: BLE001  (reported in a file: nobody sees this process)
-        (out_dir / f"{knob}.png.error").write_text(f"{type(err).__name__}: {err}\n")
-
-
-def _sweep_markdown(result: dict, extra: dict | None) -> str:
-    knob = result["knob"]
-    note = ("chosen on the balanced validation split" if result["selected_on"] == "val" else
-            "WARNING: this run has no validation split, so the value is tuned on test")
-    lines = [f"# Sweep of {KNOBS[knob]}", "",
-             f"Selected {knob} = {result['selected']:g} ({note}).", ""]
-    for key, value in (extra or {}).items():
-        lines.append(f"- {key}: {value}")
-    test_rows = {f"{knob}={r['value']:g}": r for r in result["rows"] if r["split"] == "test"}
-    lines += ["", format_table(test_rows, title="test split")]
-    return "\n".join(lines) + "\n"
-
-
-def plot_sweep(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for part, style in (("test", "-"), ("val", "--")):
-        rows = [r for r in result["rows"] if r["split"] == part]
-        if not rows:
-            continue
-        xs = [r["value"] for r in rows]
-        for metric, color in (("top1", "k"), ("many", "tab:blue"), ("medium", "tab:orange"),
-                              ("few", "tab:red")):
-            ys = [r[metric] for r in rows]
-            if all(y is None for y in ys) or (part == "val" and metric != "top1"):
-                continue
-            ax.plot(xs, ys, style, color=color, label=f"{metric} ({part})")
-    ax.axvline(result["selected"], color="gray", lw=0.8, ls=":",
-               label=f"selected on {result['selected_on']}")
-    ax.set_xlabel(result["knob"])
-    ax.set_ylabel("accuracy (%)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write_bytes(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
 
 
 def heuristic_alpha(run: RunOutputs) -> float:
@@ -319,18 +170,13 @@ def sweep_extras(run: RunOutputs, knob: str) -> dict:
 
 
 def run_sweep(run_dir: str | Path, knob: str, values: list[float], plot: str = "now") -> dict:
-    """The ``longtail sweep`` command: sweep, select, write ``RUN_DIR/sweeps/``, print."""
+    """The ``longtail sweep`` command on its torch path: sweep, select, write
+    ``RUN_DIR/sweeps/``, print; then (re)write the cache that lets the next sweep skip torch."""
     run_dir = Path(run_dir)
     run = load_outputs(run_dir)
     result = sweep(run, knob, values)
     extra = sweep_extras(run, knob)
     write_sweep(result, run_dir / "sweeps", extra, plot=plot)
-    t = result["test_at_selected"]
-    where = "validation" if result["selected_on"] == "val" else "TEST (no validation split)"
-    print(f"{knob}: selected {result['selected']:g} on {where}; test top-1 {t['top1']:.2f}, "
-          f"balanced error {t['balanced_error']:.2f}")
-    for key, value in extra.items():
-        print(f"{key}: {value}")
-    later = f" ({knob}.png follows in a moment)" if plot == "background" else ""
-    print(f"written to {run_dir / 'sweeps'}{later}")
+    print_sweep(result, extra, run_dir / "sweeps", plot)
+    write_sweep_cache(run_dir, run)
     return result

@@ -500,8 +500,22 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
         write_json(metrics, out_dir / f"{part}_metrics.json")
         write_per_class_csv(metrics, out_dir / f"{part}_per_class.csv", data.train.classes)
         results[part] = metrics
+    if dist.is_main_process() and out_dir == run_dir / "eval" and "test" in results:
+        _write_sweep_cache(run_dir)
     if dist.is_main_process() and not quiet:
         rows = {f"{config.name} ({part})": m for part, m in results.items()}
         print(format_table(rows))
         print(f"results in {out_dir}")
     return results.get("test", {})
+
+
+def _write_sweep_cache(run_dir: Path) -> None:
+    """The post-hoc knobs' logit pieces, so that ``longtail sweep`` answers without torch; a
+    failure costs only that speed, never the evaluation."""
+    from longtail.sweep import write_sweep_cache
+
+    try:
+        write_sweep_cache(run_dir)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        print(f"longtail: sweep cache not written ({first_error_line(err)}); sweeps of this "
+              "run load torch", flush=True)

@@ -133,24 +133,28 @@ def test_macro_f1_matches_sklearn() -> None:
 
 @pytest.mark.parametrize("knob,values", [("alpha", [0.0, 0.7, 2.5]),
                                          ("logit_adjust", [0.0, 1.0, 1.7])])
-def test_batched_logits_equal_the_one_value_logits(causal_run: Path, knob: str,
+def test_pieces_give_the_one_value_logits(causal_run: Path, knob: str,
                                                    values: list[float]) -> None:
-    from longtail.sweep import batched_logits_fn, logits_fn
+    from longtail.sweep import logits_fn, pieces
+    from longtail.sweep_cache import FORMS, logits_at
 
     run = load_outputs(causal_run)
     features = run.splits["test"]["features"]
-    batched = batched_logits_fn(knob, run, features)(torch.tensor(values))
+    batched = torch.from_numpy(logits_at(FORMS[knob], **pieces(knob, run, features),
+                                         values=values))
     for i, value in enumerate(values):
         torch.testing.assert_close(batched[i].float(), logits_fn(knob, run)(features, value),
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_batched_tau_norm_equals_the_one_value_logits(tiny_run: tuple[Path, dict]) -> None:
-    from longtail.sweep import batched_logits_fn, logits_fn
+def test_tau_norm_pieces_give_the_one_value_logits(tiny_run: tuple[Path, dict]) -> None:
+    from longtail.sweep import logits_fn, pieces
+    from longtail.sweep_cache import logits_at
 
     run = load_outputs(tiny_run[0])
     features = run.splits["test"]["features"]
-    batched = batched_logits_fn("tau_norm", run, features)(torch.tensor([0.0, 0.6, 1.4]))
+    batched = torch.from_numpy(logits_at("power", **pieces("tau_norm", run, features),
+                                         values=[0.0, 0.6, 1.4]))
     for i, tau in enumerate([0.0, 0.6, 1.4]):
         torch.testing.assert_close(batched[i].float(), logits_fn("tau_norm", run)(features, tau),
                                    rtol=1e-5, atol=1e-5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from longtail.config import DataConfig
-from longtail.data.longtail import LongTailSplit, make_split, shot_group
+from longtail.data.longtail import LongTailSplit, make_split
 from longtail.data.memory import InMemoryLoader
 from longtail.data.samplers import create_sampler
 from longtail.data.sources import (
@@ -21,6 +21,7 @@ from longtail.data.sources import (
     read_list_file,
     scan_class_folder,
 )
+from longtail.metrics import shot_group  # methods.md §2: by a class's training count
 
 __all__ = ["DataBundle", "DataError", "ImageSet", "LongTailSplit", "build_data", "make_loader",
            "make_split", "shot_group"]

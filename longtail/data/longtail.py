@@ -127,12 +127,3 @@ def make_split(
         val.append(order[counts[c]: need])
     return LongTailSplit(train=torch.cat(train).sort().values,
                          val=torch.cat(val).sort().values, counts=counts)
-
-
-# Shot groups (methods.md §2), by the number of training images of a class.
-def shot_group(count: int) -> str:
-    if count > 100:
-        return "many"
-    if count >= 20:
-        return "medium"
-    return "few"
