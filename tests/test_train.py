@@ -499,3 +499,34 @@ def test_an_unavailable_sgd_impl_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="optim.sgd_impl: fused is not available") as err:
         train_module.build_optimizer(model, OptimConfig(sgd_impl="fused"))
     assert "\n" not in str(err.value)
+
+
+def test_training_step_makes_no_host_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step stays free of host syncs (what keeps a GPU busy; issue #16 item 4, checked on
+    CPU): every call that reads a tensor back to Python is counted over a whole training run,
+    and 4× the steps per epoch must not add one. Causal-norm head (its moving average), on-device
+    crop/flip, warm-up schedule, bf16 autocast."""
+    counts: dict[str, int] = {}
+
+    def counting(name: str):  # noqa: ANN202
+        original = getattr(torch.Tensor, name)
+
+        def call(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            counts[name] = counts.get(name, 0) + 1
+            return original(self, *args, **kwargs)
+        return call
+
+    readers = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+    totals = []
+    for batch_size in (32, 8):
+        counts.clear()
+        with monkeypatch.context() as patch:
+            for name in readers:
+                patch.setattr(torch.Tensor, name, counting(name))
+            config = load_config("quickstart", [
+                "train.epochs=1", "train.device=cpu", f"train.batch_size={batch_size}",
+                "train.log_every=0", "model.head=causal_norm", "data.augment=crop_flip",
+                "train.precision=bf16"])
+            train(config, tmp_path / f"run{batch_size}", progress=False)
+        totals.append(dict(counts))
+    assert totals[0] == totals[1]
