@@ -134,3 +134,18 @@ def test_pieces_too_large_are_not_cached(run_copy: Path, monkeypatch) -> None:
     monkeypatch.setattr(sweep_cache, "MAX_ENTRIES", 10)
     assert write_sweep_cache(run_copy) is False
     assert not (run_copy / CACHE).exists()
+
+
+def test_a_failing_cache_never_fails_the_evaluation(run_copy: Path, monkeypatch, capsys) -> None:
+    import longtail.sweep
+    from longtail.train import evaluate_run
+
+    def broken(run_dir, run=None):  # noqa: ANN001, ANN202  (a plugin head the pieces trip on)
+        raise TypeError("forward() missing 1 required positional argument")
+
+    (run_copy / CACHE).unlink()
+    monkeypatch.setattr(longtail.sweep, "write_sweep_cache", broken)
+    metrics = evaluate_run(run_copy, device="cpu", quiet=True)
+    assert metrics["top1"] > 0
+    assert "sweep cache not written (TypeError: forward() missing" in capsys.readouterr().out
+    assert not (run_copy / CACHE).exists()
