@@ -130,7 +130,8 @@ def time_authors(args: argparse.Namespace, work: Path) -> dict:
     config_path = work / "their_config.yaml"
     config_path.write_text(yaml.safe_dump(
         their_config(template, args.epochs, args.their_workers, str(work / "their_logs"))))
-    env = dict(os.environ, AUTHORS=str(authors), PICKLES=str(Path(args.pickles).resolve()),
+    env = dict(os.environ, AUTHORS=str(authors), CFG=str(config_path),
+               PICKLES=str(Path(args.pickles).resolve()),
                SEED=str(args.seed), EVAL_LAST_ONLY="1", THREADS=str(args.threads),
                PYTHONUNBUFFERED="1")  # each line timed as it is printed, not as a buffer fills
     if args.extra_path:
