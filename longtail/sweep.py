@@ -108,40 +108,57 @@ def pieces(knob: str, run: RunOutputs, features: torch.Tensor) -> dict[str, np.n
     return {"base": base.numpy(), "step": step.numpy()}
 
 
+def _labels(run: RunOutputs) -> dict[str, np.ndarray]:
+    return {part: out["labels"].long().numpy() for part, out in run.splits.items()}
+
+
 def _parts(run: RunOutputs, knob: str) -> dict[str, dict[str, np.ndarray]]:
-    return {part: {**pieces(knob, run, out["features"]), "labels": out["labels"].long().numpy()}
+    labels = _labels(run)
+    return {part: {**pieces(knob, run, out["features"]), "labels": labels[part]}
             for part, out in run.splits.items()}
 
 
+def knob_pieces(run: RunOutputs) -> tuple[dict, dict]:
+    """Every knob the head allows: knob -> split -> its two pieces, and knob -> its extras
+    (what the sweep cache holds). A knob the head lacks (TDE of a linear head ...) is left out,
+    and a sweep of it takes the torch path, which says why."""
+    cached, extras = {}, {}
+    for knob in KNOBS:
+        try:
+            cached[knob] = {part: pieces(knob, run, out["features"])
+                            for part, out in run.splits.items()}
+            extras[knob] = sweep_extras(run, knob)
+        except ValueError:
+            cached.pop(knob, None)
+    return cached, extras
+
+
 @torch.no_grad()
-def sweep(run: RunOutputs, knob: str, values: list[float]) -> dict:
+def sweep(run: RunOutputs, knob: str, values: list[float],
+          parts: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
     """Metrics on every split for every value; the selected value and how it was selected.
     Vectorised over the values (``sweep_cache.sweep_arrays``), a few million logits at a time;
     the selected value's test row is recomputed on the one-value path that ``longtail eval``
-    uses, so it matches an evaluation at that value exactly."""
-    result = sweep_arrays(knob, values, _parts(run, knob), run.counts)
+    uses, so it matches an evaluation at that value exactly. ``parts``: the knob's pieces and
+    labels per split when already computed (``_parts``)."""
+    result = sweep_arrays(knob, values, parts or _parts(run, knob), run.counts)
     exact = evaluate_at(run, knob, result["selected"], "test")
     result["test_at_selected"] = {"value": result["selected"], "split": "test",
                                   **{k: exact[k] for k in METRIC_NAMES}}
     return result
 
 
-def write_sweep_cache(run_dir: str | Path, run: RunOutputs | None = None) -> bool:
+def write_sweep_cache(run_dir: str | Path, run: RunOutputs | None = None,
+                      computed: tuple[dict, dict] | None = None) -> bool:
     """``eval/sweep_cache.npz``: the pieces of every knob the run's head allows, so that later
-    sweeps need no torch (``longtail.sweep_cache``); False when nothing was cached."""
+    sweeps need no torch (``longtail.sweep_cache``); False when nothing was cached. ``run``: the
+    run's outputs when in memory (else read from ``run_dir``); ``computed``: its
+    ``knob_pieces`` when already computed."""
     run = run if run is not None else load_outputs(run_dir)
     if "test" not in run.splits:
         return False
-    cached, extras = {}, {}
-    for knob in KNOBS:
-        try:
-            cached[knob] = {part: {k: v for k, v in arrays.items() if k != "labels"}
-                            for part, arrays in _parts(run, knob).items()}
-            extras[knob] = sweep_extras(run, knob)
-        except ValueError:  # the head has no such knob (TDE of a linear head ...): not cached,
-            cached.pop(knob, None)  # and a sweep of it takes the torch path and says why
-    labels = {part: out["labels"].long().numpy() for part, out in run.splits.items()}
-    return write_cache(run_dir, cached, labels, run.counts, extras)
+    cached, extras = computed if computed is not None else knob_pieces(run)
+    return write_cache(run_dir, cached, _labels(run), run.counts, extras)
 
 
 def evaluate_at(run: RunOutputs, knob: str, value: float, part: str = "test") -> dict:
@@ -174,9 +191,13 @@ def run_sweep(run_dir: str | Path, knob: str, values: list[float], plot: str = "
     ``RUN_DIR/sweeps/``, print; then (re)write the cache that lets the next sweep skip torch."""
     run_dir = Path(run_dir)
     run = load_outputs(run_dir)
-    result = sweep(run, knob, values)
-    extra = sweep_extras(run, knob)
+    logits_fn(knob, run)  # a knob the head lacks fails here, before any work
+    computed = knob_pieces(run)  # the swept knob's pieces serve both the sweep and the cache
+    labels = _labels(run)
+    parts = {part: {**arrays, "labels": labels[part]} for part, arrays in computed[0][knob].items()}
+    result = sweep(run, knob, values, parts)
+    extra = computed[1][knob]
     write_sweep(result, run_dir / "sweeps", extra, plot=plot)
     print_sweep(result, extra, run_dir / "sweeps", plot)
-    write_sweep_cache(run_dir, run)
+    write_sweep_cache(run_dir, run, computed)
     return result

@@ -501,7 +501,7 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
         write_per_class_csv(metrics, out_dir / f"{part}_per_class.csv", data.train.classes)
         results[part] = metrics
     if dist.is_main_process() and out_dir == run_dir / "eval" and "test" in results:
-        _write_sweep_cache(run_dir)
+        _write_sweep_cache(run_dir, model.head, collected, data)
     if dist.is_main_process() and not quiet:
         rows = {f"{config.name} ({part})": m for part, m in results.items()}
         print(format_table(rows))
@@ -509,13 +509,19 @@ def evaluate_run(run_dir: str | Path, device: str | None = None, alpha: float | 
     return results.get("test", {})
 
 
-def _write_sweep_cache(run_dir: Path) -> None:
+def _write_sweep_cache(run_dir: Path, head: torch.nn.Module,
+                       collected: dict[str, dict[str, torch.Tensor]], data: DataBundle) -> None:
     """The post-hoc knobs' logit pieces, so that ``longtail sweep`` answers without torch; a
-    failure costs only that speed, never the evaluation."""
-    from longtail.sweep import write_sweep_cache
+    failure costs only that speed, never the evaluation. Built from what evaluation holds in
+    memory (the head that was just checkpointed, the outputs just saved), on the CPU, as the
+    sweep's torch path computes them from the files."""
+    from longtail.sweep import RunOutputs, write_sweep_cache
 
     try:
-        write_sweep_cache(run_dir)
+        splits = {part: collected[part] for part in ("test", "val") if part in collected}
+        head_cpu = copy.deepcopy(head).cpu().eval()
+        run = RunOutputs(head_cpu, list(data.split.counts), splits, list(data.train.classes))
+        write_sweep_cache(run_dir, run)
     except Exception as err:  # noqa: BLE001  (a speed-up only: any head, plugins included)
         print(f"longtail: sweep cache not written ({first_error_line(err)}); sweeps of this "
               "run load torch", flush=True)

@@ -149,3 +149,36 @@ def test_a_failing_cache_never_fails_the_evaluation(run_copy: Path, monkeypatch,
     assert metrics["top1"] > 0
     assert "sweep cache not written (TypeError: forward() missing" in capsys.readouterr().out
     assert not (run_copy / CACHE).exists()
+
+
+def test_evaluation_builds_the_cache_from_memory(run_copy: Path, monkeypatch) -> None:
+    import longtail.sweep
+    from longtail.train import evaluate_run
+
+    def no_reading(run_dir):  # noqa: ANN001, ANN202
+        raise AssertionError("the cache re-read the files evaluation had just written")
+
+    (run_copy / CACHE).unlink()
+    monkeypatch.setattr(longtail.sweep, "load_outputs", no_reading)
+    evaluate_run(run_copy, device="cpu", quiet=True)
+    assert load_cache(run_copy, "alpha") is not None
+    monkeypatch.undo()
+    torch_result = sweep(load_outputs(run_copy), "alpha", VALUES)  # from the files
+    assert cached_sweep(run_copy, "alpha", VALUES)[0]["rows"] == torch_result["rows"]
+
+
+def test_torch_sweep_computes_each_knobs_pieces_once(run_copy: Path, monkeypatch) -> None:
+    import longtail.sweep
+
+    calls, real = [], longtail.sweep.pieces
+
+    def counted(knob, run, features):  # noqa: ANN001, ANN202
+        out = real(knob, run, features)  # τ-norm raises here: a causal head has none
+        calls.append(knob)
+        return out
+
+    monkeypatch.setattr(longtail.sweep, "pieces", counted)
+    (run_copy / CACHE).unlink()
+    assert main(["sweep", str(run_copy), "--alpha", "0:2:0.5"]) == 0  # sweep + cache rewrite
+    # One call per split (test, val) for each knob the causal head allows, the swept one included.
+    assert sorted(calls) == ["alpha", "alpha", "logit_adjust", "logit_adjust"]
