@@ -195,3 +195,51 @@ def test_cifar_resnet_init_modes_follow_kaiming_fan_in_or_out() -> None:
     assert fan_out.conv1.weight.std().item() == pytest.approx((2 / 144) ** 0.5, rel=0.15)
     with pytest.raises(ValueError, match="expected one of fan_out, fan_in"):
         create_backbone("resnet32", init="xavier")
+
+
+def test_split_batchnorm_normalises_each_chunk_by_its_own_statistics() -> None:
+    from longtail.models.backbones import SplitBatchNorm2d
+
+    # 4 images, 1 channel, 1 pixel each: chunks {1, 3} and {2, 6} (as DataParallel over 2 GPUs).
+    x = torch.tensor([1.0, 3.0, 2.0, 6.0]).view(4, 1, 1, 1)
+    bn = SplitBatchNorm2d(1, splits=2)
+    bn.eps = 1e-10  # (x − mean)/std exactly, to float rounding
+    with torch.no_grad():
+        bn.weight.fill_(2.0)
+        bn.bias.fill_(0.5)
+    out = bn(x).flatten()
+    # each chunk: mean 2 / 4, biased variance 1 / 4 -> (x − mean)/std = −1, +1 in both
+    assert out.tolist() == pytest.approx([-1.5, 2.5, -1.5, 2.5])
+    # running statistics from the first chunk only: mean 2, unbiased variance 2 (momentum 0.1)
+    assert bn.running_mean.item() == pytest.approx(0.1 * 2.0)
+    assert bn.running_var.item() == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
+    assert bn.num_batches_tracked.item() == 1
+    bn.eval()  # evaluation: plain BatchNorm on the running statistics
+    expected = 2.0 * (x.flatten() - 0.2) / (0.9 + 0.2) ** 0.5 + 0.5
+    assert bn(x).flatten().tolist() == pytest.approx(expected.tolist())
+
+
+def test_bn_splits_option_of_the_cifar_resnets() -> None:
+    from longtail.models.backbones import SplitBatchNorm2d
+
+    torch.manual_seed(0)
+    plain = create_backbone("resnet32_bbn")
+    torch.manual_seed(0)
+    split = create_backbone("resnet32_bbn", bn_splits=4)
+    norms = [m for m in split.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, SplitBatchNorm2d) and m.splits == 4 for m in norms)
+    assert plain.state_dict().keys() == split.state_dict().keys()  # checkpoints interchange
+    x = torch.randn(8, 3, 32, 32)
+    # one chunk of 2: the same as the plain network on those 2 images alone
+    assert torch.allclose(split(x)[:2], plain(x[:2]), atol=1e-5)
+    assert split(x).shape == (8, 128)
+    split.load_state_dict(plain.state_dict())  # the same running statistics: the same network
+    split.eval()
+    plain.eval()
+    assert torch.allclose(split(x), plain(x), atol=1e-6)
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in create_backbone("resnet32").modules())
+    for bad in (0, 1.5, True, "4"):
+        with pytest.raises(ValueError, match="bn_splits: expected a whole number >= 1"):
+            create_backbone("resnet32", bn_splits=bad)
+    with pytest.raises(ValueError, match="needs batches of at least 4 images, got 2"):
+        split.train()(torch.randn(2, 3, 32, 32))

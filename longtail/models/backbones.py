@@ -6,6 +6,8 @@
   replaced by two parallel blocks whose pooled outputs are concatenated, 128-d feature. Option A
   shortcuts as in their ``ResNet32Feature.py`` (``shortcut: B``, 1×1 conv + BN projections, was
   this package's form before; kept as an option).
+  Both take ``bn_splits``: BatchNorm statistics per 1/``bn_splits`` of the batch, as the
+  authors' ``nn.DataParallel`` over that many GPUs computes them (``SplitBatchNorm2d``).
 - ``small_cnn``: a few conv layers for 8×8 digits.
 - ``resnet50`` / ``resnext50_32x4d``: torchvision's, without their fc layer, 2048-d feature.
 - ``torchvision/<name>``, ``timm/<name>``: any model of those libraries (``external.py``).
@@ -20,7 +22,51 @@ from torch import nn
 from longtail.models.external import TimmBackbone, TorchvisionTrunk
 from longtail.registry import BACKBONES
 
-__all__ = ["CifarResNet", "SmallCNN", "TimmBackbone", "TorchvisionTrunk", "create_backbone"]
+__all__ = ["CifarResNet", "SmallCNN", "SplitBatchNorm2d", "TimmBackbone", "TorchvisionTrunk",
+           "create_backbone"]
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics come from each of ``splits`` chunks of the batch
+    (``torch.chunk``, as ``nn.DataParallel`` scatters a batch over GPUs), each chunk normalised
+    by its own mean and variance. The running statistics follow the first chunk only, as
+    DataParallel keeps replica 0's. ``splits=1`` and evaluation are plain BatchNorm; the state
+    dict is BatchNorm's, so checkpoints move freely between the two."""
+
+    def __init__(self, num_features: int, splits: int = 1) -> None:
+        super().__init__(num_features)
+        self.splits = splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.splits == 1:
+            return super().forward(x)
+        if x.shape[0] < self.splits:
+            raise ValueError(f"model.backbone_args.bn_splits = {self.splits} needs batches of at "
+                             f"least {self.splits} images, got {x.shape[0]}")
+        self.num_batches_tracked.add_(1)
+        chunks = x.chunk(self.splits)
+        out = [F.batch_norm(chunk, self.running_mean if i == 0 else None,
+                            self.running_var if i == 0 else None, self.weight, self.bias,
+                            True, self.momentum, self.eps) for i, chunk in enumerate(chunks)]
+        return torch.cat(out)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, splits={self.splits}"
+
+
+def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
+    """``module`` with every ``nn.BatchNorm2d`` replaced by a ``SplitBatchNorm2d`` of ``splits``
+    (weights and statistics kept)."""
+    if splits == 1:
+        return module
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            split = SplitBatchNorm2d(child.num_features, splits)
+            split.load_state_dict(child.state_dict())
+            setattr(module, name, split)
+        else:
+            split_batchnorm(child, splits)
+    return module
 
 
 class BasicBlock(nn.Module):
@@ -115,6 +161,13 @@ def _check_shortcut(shortcut: str) -> str:
     return shortcut
 
 
+def _check_bn_splits(splits: object) -> int:
+    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"model.backbone_args.bn_splits: expected a whole number >= 1 (the "
+                         f"GPUs whose per-GPU BatchNorm to mimic), got {splits!r}")
+    return splits
+
+
 def _check_init(init: str) -> str:
     if init not in INITS:
         raise ValueError(f"model.backbone_args.init: expected one of {', '.join(INITS)}, got "
@@ -123,14 +176,20 @@ def _check_init(init: str) -> str:
 
 
 @BACKBONES.register("resnet32")
-def resnet32(in_channels: int = 3, shortcut: str = "A", init: str = "fan_out") -> CifarResNet:
-    return CifarResNet(5, in_channels, shortcut=_check_shortcut(shortcut), init=_check_init(init))
+def resnet32(in_channels: int = 3, shortcut: str = "A", init: str = "fan_out",
+             bn_splits: int = 1) -> CifarResNet:
+    model = CifarResNet(5, in_channels, shortcut=_check_shortcut(shortcut), init=_check_init(init))
+    split_batchnorm(model, _check_bn_splits(bn_splits))
+    return model
 
 
 @BACKBONES.register("resnet32_bbn")
-def resnet32_bbn(in_channels: int = 3, shortcut: str = "A", init: str = "fan_out") -> CifarResNet:
-    return CifarResNet(5, in_channels, two_branch=True, shortcut=_check_shortcut(shortcut),
-                       init=_check_init(init))
+def resnet32_bbn(in_channels: int = 3, shortcut: str = "A", init: str = "fan_out",
+                 bn_splits: int = 1) -> CifarResNet:
+    model = CifarResNet(5, in_channels, two_branch=True, shortcut=_check_shortcut(shortcut),
+                        init=_check_init(init))
+    split_batchnorm(model, _check_bn_splits(bn_splits))
+    return model
 
 
 @BACKBONES.register("small_cnn")
