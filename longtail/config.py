@@ -107,6 +107,10 @@ class OptimConfig:
     # CUDA, one parameter at a time on CPU) | foreach | fused (fails at the start where this
     # torch or device has none).
     sgd_impl: str = "default"
+    # Weight decay of normalisation layers' weights and biases (BatchNorm, GroupNorm, LayerNorm);
+    # null: weight_decay, like every other parameter (the TDE and LDAM codes). The LA authors'
+    # Keras code regularises only convolutions and the classifier: 0.
+    norm_weight_decay: float | None = None
 
 
 @dataclass
@@ -476,6 +480,10 @@ def validate(config: Config) -> None:
         (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
         (o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}"),
+        (o.norm_weight_decay is None or (not isinstance(o.norm_weight_decay, bool)
+                                         and isinstance(o.norm_weight_decay, (int, float))
+                                         and o.norm_weight_decay >= 0),
+         f"optim.norm_weight_decay must be null or a number >= 0, got {o.norm_weight_decay!r}"),
         (o.warmup_epochs >= 0, f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}"),
         (o.warmup_mode in ("step", "epoch"),
          f"optim.warmup_mode must be 'step' or 'epoch', got {o.warmup_mode!r}"),

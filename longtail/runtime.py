@@ -103,7 +103,8 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
         raise ConfigError(f"optim.sgd_impl must be default, foreach or fused, got "
                           f"{cfg.sgd_impl!r}")
     try:
-        return torch.optim.SGD(param_groups(model, cfg.lr_scales, lr), lr=lr,
+        groups = param_groups(model, cfg.lr_scales, lr, cfg.weight_decay, cfg.norm_weight_decay)
+        return torch.optim.SGD(groups, lr=lr,
                                momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                nesterov=cfg.nesterov, **SGD_KEYWORDS[cfg.sgd_impl])
     except (RuntimeError, TypeError, ValueError) as err:
@@ -113,11 +114,13 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
                           "default") from None
 
 
-def param_groups(model: torch.nn.Module, scales: dict[str, float], lr: float) -> list[dict]:
-    """Trainable parameters grouped by lr: each takes the scale of the longest prefix of
-    ``scales`` that matches its name (a whole dotted component: ``head`` matches ``head.fc``, not
-    ``heads``), 1 when none does. A prefix that matches no parameter is an error (a typo would
-    otherwise train at the wrong lr silently)."""
+def param_groups(model: torch.nn.Module, scales: dict[str, float], lr: float,
+                 weight_decay: float = 0.0, norm_weight_decay: float | None = None) -> list[dict]:
+    """Trainable parameters grouped by lr and weight decay: each takes the lr scale of the
+    longest prefix of ``scales`` that matches its name (a whole dotted component: ``head``
+    matches ``head.fc``, not ``heads``), 1 when none does. A prefix that matches no parameter is
+    an error (a typo would otherwise train at the wrong lr silently). Normalisation layers'
+    parameters decay by ``norm_weight_decay`` when it is set, the others by ``weight_decay``."""
     def matches(name: str, prefix: str) -> bool:
         return name == prefix or name.startswith(prefix + ".")
 
@@ -127,13 +130,23 @@ def param_groups(model: torch.nn.Module, scales: dict[str, float], lr: float) ->
             raise ConfigError(f"optim.lr_scales: '{prefix}' matches no trainable parameter "
                               "(prefixes are parameter names such as backbone, head, "
                               "head.centroids)")
-    groups: dict[float, list[torch.nn.Parameter]] = {}
+    norms = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS)
+             for p in m.parameters(recurse=False)}
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in named:
         hits = [p for p in scales if matches(name, p)]
         scale = float(scales[max(hits, key=len)]) if hits else 1.0
-        groups.setdefault(scale, []).append(param)
-    return [{"params": params, "lr": lr * scale, "lr_scale": scale}
-            for scale, params in groups.items()]
+        decay = norm_weight_decay if norm_weight_decay is not None and id(param) in norms \
+            else weight_decay
+        groups.setdefault((scale, float(decay)), []).append(param)
+    # Without norm_weight_decay every group takes the optimizer's weight_decay.
+    return [{"params": params, "lr": lr * scale, "lr_scale": scale,
+             **({"weight_decay": decay} if norm_weight_decay is not None else {})}
+            for (scale, decay), params in groups.items()]
+
+
+# The layers whose parameters optim.norm_weight_decay covers.
+NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
 
 
 def base_lr(optimizer: torch.optim.Optimizer) -> float:

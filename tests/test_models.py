@@ -11,8 +11,8 @@ from longtail.models import build_model, create_backbone, create_head
 from longtail.registry import BACKBONES, HEADS
 
 # Feature size per backbone (methods.md §8: 64-d standard ResNet-32, 128-d BBN variant).
-FEATURES = {"resnet32": 64, "resnet32_bbn": 128, "small_cnn": 64, "resnet50": 2048,
-            "resnext50_32x4d": 2048}
+FEATURES = {"resnet32": 64, "resnet32_bbn": 128, "resnet32_la": 64, "small_cnn": 64,
+            "resnet50": 2048, "resnext50_32x4d": 2048}
 LARGE = {"resnet50", "resnext50_32x4d"}  # torchvision trunks: one tiny forward only
 
 

@@ -16,11 +16,19 @@ from longtail.registry import HEADS
 
 @HEADS.register("linear")
 class LinearHead(nn.Module):
-    """``W x + b``: the baseline classifier."""
+    """``W x + b``: the baseline classifier. ``init_std``: weights from N(0, init_std²) and a
+    zero bias (the LA authors' Keras ``RandomNormal(0.01)``); null: PyTorch's default."""
 
-    def __init__(self, in_features: int, num_classes: int, bias: bool = True) -> None:
+    def __init__(self, in_features: int, num_classes: int, bias: bool = True,
+                 init_std: float | None = None) -> None:
         super().__init__()
         self.fc = nn.Linear(in_features, num_classes, bias=bias)
+        if init_std is not None:
+            if not init_std > 0:
+                raise ValueError(f"model.head_args.init_std must be > 0, got {init_std}")
+            nn.init.normal_(self.fc.weight, std=init_std)
+            if bias:
+                nn.init.zeros_(self.fc.bias)
 
     @property
     def weight(self) -> torch.Tensor:
