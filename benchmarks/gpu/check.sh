@@ -1,6 +1,7 @@
 #!/bin/bash
 # Issue #16 item 4 on a lent GPU machine, one stage per `device` call (each under its 10 minutes):
-#   bash benchmarks/gpu/check.sh speed    # longtail speed: model-only, end-to-end, compile, SGD
+#   bash benchmarks/gpu/check.sh speed    # longtail speed: model-only, end-to-end, compile
+#                                         # (batch 256 only, to keep the call short), SGD
 #   bash benchmarks/gpu/check.sh train    # the paper-budget TDE run, bf16 + channels-last, compiled
 # Needs gpu_pack/ (benchmarks/gpu/pack_split.py; carried: `carry: ["gpu_pack"]`). Writes under
 # $OUT (the device tool's folder that comes back) or runs/gpu. Extra arguments go to longtail,
@@ -21,7 +22,7 @@ mkdir -p "$out"
 case $stage in
   speed)
     python3 -m longtail speed --device "$device" --config $config --compile \
-      --compile-batch-sizes 128,256 --batch-size 256 --repeats 3 --sgd --out "$out/speed" "$@" \
+      --compile-batch-sizes 256 --batch-size 256 --repeats 3 --sgd --out "$out/speed" "$@" \
       2>&1 | tee "$out/speed.log" ;;
   train)
     python3 -m longtail train $config --device "$device" --no-progress --out "$out/tde_paper" "$@" \
