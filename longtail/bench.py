@@ -63,6 +63,13 @@ CAUSAL = "{num_heads: 2, tau: 16.0, gamma: 0.03125, momentum: 0.9, alpha: 1.0}"
 TDE_PAPER_RECIPE = ["model.backbone=resnet32_bbn", "train.batch_size=256", "optim.lr=0.2",
                     "optim.warmup_mode=epoch", "optim.warmup_start_factor=0.3333333333333333"]
 
+# LDAM-DRW's recipe in Cao et al.'s code (kaidic/LDAM-DRW cifar_train.py, methods.md §8): weight
+# decay 2e-4, warm-up lr·E/5 per 1-based epoch E ≤ 5, lr × 0.01 after epoch 160 and again after
+# 180, so DRW (from epoch 160) starts with the first drop, not at lr × 1e-4 as under the suite's
+# 120/160 schedule.
+LDAM_PAPER_RECIPE = ["optim.weight_decay=0.0002", "optim.milestones=[160, 180]",
+                     "optim.gamma=0.01", "optim.warmup_mode=epoch", "optim.warmup_start_factor=0.0"]
+
 # OLTR stage 2 where no <config>_oltr.yaml is shipped: the shipped CIFAR recipe, with 2/3 of the
 # stage-1 epochs and the lr steps at 1/3 and 2/3 of them.
 OLTR_RECIPE = ["model.head=meta_embedding",
@@ -105,7 +112,7 @@ CIFAR_METHODS = [
     # DRW switches on at 80% of the schedule (epoch 160 of 200 in the paper).
     TrainedMethod("ldam_drw", ["model.head=cosine", "model.head_args={tau: 1.0}", "loss.name=ldam",
                                "loss.args={max_margin: 0.5, scale: 30.0, drw_epoch: {drw_epoch}}"],
-                  [Row("LDAM-DRW")]),
+                  [Row("LDAM-DRW")], budget_overrides={"paper": LDAM_PAPER_RECIPE}),
     TrainedMethod("capsule_tde", ["model.head=capsule_tde", "model.head_args={tau: 16.0}"], [
         Row("Capsule (squash ‖x‖²/(1+‖x‖²))", "alpha", 0.0),
         Row("Capsule-TDE, α* (val)", "alpha", "val"),

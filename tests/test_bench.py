@@ -186,3 +186,33 @@ def test_curves_during_training_are_tabulated(tmp_path: Path) -> None:
     curves = (out / "curves.md").read_text().splitlines()
     assert curves[2] == "| epoch | baseline |"
     assert curves[4:] == [f"| 1 | {tops[0]:.2f} |", f"| 2 | {tops[1]:.2f} |"]
+
+
+def test_paper_budget_trains_ldam_drw_with_cao_et_al_schedule() -> None:
+    # Their cifar_train.py: lr = 0.1·E/5 for 1-based epochs E ≤ 5, 0.1 to E = 160, 0.1·0.01 from
+    # E = 161, 0.1·1e-4 from E = 181; weight decay 2e-4; DRW (effective-number weights) from
+    # 0-based epoch 160 (`epoch // 160`), i.e. with the first drop.
+    from longtail.runtime import lr_factor
+
+    by_key = {m.key: m for m in SUITES["cifar10_lt"].methods}
+    config = method_config("cifar10_lt", "paper", by_key["ldam_drw"], 0)
+    assert config.optim.weight_decay == 2e-4
+    assert config.loss.args["drw_epoch"] == 160
+    steps = 3  # per epoch; the schedule is per epoch
+    factor = lr_factor(config.optim, config.train.epochs, steps)
+
+    def theirs(epoch_1based: int) -> float:
+        if epoch_1based <= 5:
+            return epoch_1based / 5
+        if epoch_1based > 180:
+            return 1e-4
+        if epoch_1based > 160:
+            return 1e-2
+        return 1.0
+
+    for epoch in range(config.train.epochs):  # 0-based
+        for step in range(steps):
+            assert abs(factor(epoch * steps + step) - theirs(epoch + 1)) < 1e-12, epoch
+    # the CPU budget keeps its cosine schedule (DRW at 80 % of it)
+    cpu = method_config("cifar10_lt", "cpu", by_key["ldam_drw"], 0)
+    assert (cpu.optim.schedule, cpu.optim.weight_decay) == ("cosine", 5e-4)
