@@ -150,3 +150,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     metrics = train(load_config("quickstart", TINY_OVERRIDES), run_dir, progress=False)
     return run_dir, metrics
+
+
+def load_script(relative: str):  # noqa: ANN201
+    """A benchmarks/ script (not a package module) imported by path, for its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

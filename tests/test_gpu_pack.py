@@ -1,25 +1,21 @@
 """benchmarks/gpu/pack_split.py: the packed list data is the run's own data, image for image."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from longtail.config import load_config
 from longtail.data import build_data
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "gpu" / "pack_split.py"
 
 
 @pytest.fixture(scope="module")
 def pack_split():
-    spec = importlib.util.spec_from_file_location("pack_split", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gpu/pack_split.py")
 
 
 def _folder_config(root: Path) -> list[str]:

@@ -1,21 +1,15 @@
 """benchmarks/speed_vs_authors.py: what it reads from the two codes' output and how it times it
 (the authors' code itself is not here; the script's real run is in benchmarks/results/speed/)."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_vs_authors.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("speed_vs_authors", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/speed_vs_authors.py")
 
 
 def test_milestones_keep_the_paper_shape(bench):
