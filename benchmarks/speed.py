@@ -1,7 +1,7 @@
 """Training and evaluation throughput on this machine: ``python benchmarks/speed.py [options]``.
 
 The same as ``longtail speed`` (options: ``longtail speed --help``); the implementation is
-``longtail/speed.py``. Results go to ``benchmarks/results/speed/`` (speed.json, speed.md)
+the package ``longtail/speed/``. Results go to ``benchmarks/results/speed/`` (speed.json, speed.md)
 unless ``--out`` says otherwise (``longtail speed`` itself defaults to ``runs/speed``).
 Run it on an otherwise idle machine: other work on the CPU lowers every number.
 """

@@ -166,7 +166,7 @@ def test_sweep_wallclock_times_both_paths() -> None:
     assert sw["values"] == 5 and sw["test_features"] == 200
     assert len(sw["seconds"]) == len(sw["torch_path_seconds"]) == 1
     assert sw["median_seconds"] > 0 and sw["torch_path_median_seconds"] > 0
-    text = speed._sweep_seconds(sw)
+    text = speed.report.format_sweep_seconds(sw)
     assert "from the sweep cache" in text and "without the cache" in text
     old = {"seconds": [2.0, 3.0, 4.0]}  # a result written before the cache: one path
-    assert speed._sweep_seconds(old) == "2.00, 3.00, 4.00 s (median 3.00 s)"
+    assert speed.report.format_sweep_seconds(old) == "2.00, 3.00, 4.00 s (median 3.00 s)"
