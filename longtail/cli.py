@@ -235,7 +235,7 @@ def _synthetic(args: argparse.Namespace) -> None:
     if args.study == "la":
         synthetic.la_gaussian_study(out, trials=args.trials, seed=args.seed)
     elif args.study == "placed_digits":
-        synthetic.placed_digits(out, seed=args.seed)
+        synthetic.placed_digits(out, seed=args.seed, overwrite=args.overwrite)
     elif args.study == "detection":
         from longtail.detection.synthetic import make_detection_set
 
@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=100, help="independent trials (default 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
-                   help="detection: replace a previous synthetic detection set in --out")
+                   help="detection, placed_digits: replace a previous set of the same kind in "
+                   "--out (any other non-empty folder is refused)")
     p.set_defaults(func=_synthetic)
 
     p = sub.add_parser("bench", help="run every method of a benchmark suite under one budget")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,31 @@ def read_metrics(path: Path) -> list[dict]:
                              f"({_first_line(err)})") from None
         rows.append(row)
     return rows
+
+
+def prepare_generated_dir(out: Path, overwrite: bool, marker: str, written: set[str],
+                          what: str) -> None:
+    """Make ``out`` ready for a generated data set (``what``, e.g. "synthetic detection set").
+    An absent or empty folder is fine. A non-empty one is refused, unless ``overwrite`` and it
+    holds a previous set of the same kind and nothing else (its ``marker`` file is there and every
+    name is in ``written``): then its contents are removed. A data set other runs were trained
+    on is never replaced by accident."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"'{out}' exists and is not a folder")
+    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    if not names:
+        return
+    if not overwrite:
+        raise FileExistsError(f"'{out}' is not empty: choose another output folder (overwrite "
+                              f"replaces only a previous {what})")
+    # Temp files of an interrupted atomic write (".name.<pid>.tmp") are ours too.
+    foreign = sorted(n for n in names - written if not (n.startswith(".") and n.endswith(".tmp")))
+    if marker not in names or foreign:
+        found = f"it also holds {', '.join(foreign[:3])}" if foreign else f"no {marker} marker"
+        raise FileExistsError(f"'{out}' is not a {what} ({found}): not overwriting it")
+    for name in names:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

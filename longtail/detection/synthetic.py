@@ -23,7 +23,6 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from PIL import Image, ImageDraw
 
 from longtail.checkpoint import atomic_write_text
 from longtail.data.longtail import exponential_counts
+from longtail.files import prepare_generated_dir
 
 __all__ = ["SHAPE_NAMES", "lvis_group", "make_detection_set", "train_image_counts"]
 
@@ -344,31 +344,6 @@ def _check_arguments(args: dict[str, Any]) -> None:
                          f"so that the rarest class has an image, got {ratio}")
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder, unless ``overwrite`` and it holds a previous synthetic
-    detection set and nothing else (then its contents are removed)."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"'{out}' exists and is not a folder")
-    names = {p.name for p in out.iterdir()} if out.is_dir() else set()
-    if not names:
-        return
-    if not overwrite:
-        raise FileExistsError(f"'{out}' is not empty: choose another output folder (overwrite "
-                              "replaces only a previous synthetic detection set)")
-    # Temp files of an interrupted atomic write (".name.<pid>.tmp") are ours too.
-    foreign = sorted(n for n in names - _WRITTEN if not (n.startswith(".") and n.endswith(".tmp")))
-    if MARKER not in names or foreign:
-        what = f"it also holds {', '.join(foreign[:3])}" if foreign else f"no {MARKER} marker"
-        raise FileExistsError(f"'{out}' is not a synthetic detection set ({what}): not "
-                              "overwriting it")
-    for name in names:
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
 def _command(args: dict[str, Any]) -> dict[str, str]:
     """How to make the set again: the command line (only seed is a CLI option) and the Python
     call. The output folder is left out, so that the files do not depend on where they are."""
@@ -490,7 +465,7 @@ def make_detection_set(
     val_per_class, test_per_class = args["val_per_class"], args["test_per_class"]
     max_objects = args["max_objects"]
     out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
+    prepare_generated_dir(out, overwrite, MARKER, _WRITTEN, "synthetic detection set")
 
     counts = train_image_counts(num_classes, max_images_per_class, imbalance_ratio)
     rngs = dict(zip(SPLITS, (np.random.default_rng([seed, i]) for i in range(len(SPLITS)))))
