@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, help="TDE strength for causal heads (default: the run's)")
     p.add_argument("--names", help="comma-separated column names (default: directory names)")
     p.add_argument("--seed", type=int, default=0, help="which images are picked")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier explain's gradcam.png, explain.md, explain.json in "
+                   "--out (other files there are never touched)")
     p.set_defaults(func=_explain)
 
     p = sub.add_parser("predict", help="classify image files with a trained run (TDE at the "
@@ -477,7 +480,7 @@ def _explain(args: argparse.Namespace) -> None:
     summary = explain(args.run_dirs, args.out, images=args.images, split=args.split,
                       per_group=args.per_group, measure_per_group=args.measure_per_group,
                       layer=args.layer, seed=args.seed, boxes_file=args.boxes, alpha=args.alpha,
-                      names=names)
+                      names=names, overwrite=args.overwrite)
     for run in summary["runs"]:
         groups = ", ".join(f"{g} {v['focus_area']:.3f}" for g, v in run["groups"].items())
         print(f"{run['name']}: focus area {groups}")

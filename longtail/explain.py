@@ -12,7 +12,6 @@ exactly what the run predicts with (including the subtraction along the head dir
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,9 @@ GROUPS = ("many", "medium", "few")
 
 class ExplainError(ValueError):
     """Bad input to ``explain``; the message names the run, layer or image."""
+
+
+OUTPUT_FILES = ("gradcam.png", "explain.md", "explain.json")
 
 
 def _gradcam():  # noqa: ANN202
@@ -125,6 +127,25 @@ def pick_from_split(data, split: str, per_group: int, seed: int,  # noqa: ANN001
         found_boxes.append(_box_for(path, boxes))
     index = torch.tensor(chosen, dtype=torch.long)
     return Picked(part.images[index], part.labels[index].tolist(), names, groups, found_boxes)
+
+
+def read_boxes(path: str | Path) -> dict[str, list[int]]:
+    """``--boxes``: ``{image path: [x0, y0, x1, y1]}`` in pixels, end-exclusive, x0 < x1 and
+    y0 < y1; anything else is an error naming the file and the entry."""
+    from longtail.files import read_json
+
+    boxes = read_json(Path(path), "boxes file")
+    if not isinstance(boxes, dict):
+        raise ExplainError(f"boxes file '{path}': expected an object {{image path: [x0, y0, x1, "
+                           f"y1]}}, got {type(boxes).__name__}")
+    for key, box in boxes.items():
+        valid = (isinstance(box, list) and len(box) == 4
+                 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box)
+                 and box[0] < box[2] and box[1] < box[3])
+        if not valid:
+            raise ExplainError(f"boxes file '{path}': entry {key!r} is {box!r}; expected "
+                               "[x0, y0, x1, y1], integers >= 0 with x0 < x1 and y0 < y1")
+    return boxes
 
 
 def _box_for(path: str | None, boxes: dict[str, list[int]] | None) -> list[int] | None:
@@ -258,14 +279,20 @@ def load_explained_run(run_dir: str | Path, name: str, alpha: float | None,
 def explain(run_dirs: list[str | Path], out_dir: str | Path, images: list[str] | None = None,
             split: str = "test", per_group: int = 3, measure_per_group: int = 0,
             layer: list[str] | None = None, seed: int = 0, boxes_file: str | None = None,
-            alpha: float | None = None, names: list[str] | None = None) -> dict:
+            alpha: float | None = None, names: list[str] | None = None,
+            overwrite: bool = False) -> dict:
     """Grad-CAM grid (PNG), a markdown page and ``explain.json`` in ``out_dir``; returns the
-    summary (per run and shot group: mean focus area and energy on object)."""
+    summary (per run and shot group: mean focus area and energy on object). An earlier
+    explain's files there are replaced only with ``overwrite``; other files are not touched."""
     out_dir = Path(out_dir)
     names = names or [Path(r).name for r in run_dirs]
     if len(names) != len(run_dirs):
         raise ExplainError("--names must name every run")
-    boxes = json.loads(Path(boxes_file).read_text()) if boxes_file else None
+    written = [out_dir / name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if written and not overwrite:  # checked first: nothing is computed for a refused command
+        raise ExplainError(f"'{out_dir}' holds an earlier explain's {written[0].name}: pass "
+                           "--overwrite to replace it, or --out to choose another folder")
+    boxes = read_boxes(boxes_file) if boxes_file else None
     runs = [load_explained_run(r, n, alpha, layer) for r, n in zip(run_dirs, names)]
     first = runs[0]
     for run in runs[1:]:
@@ -297,10 +324,10 @@ def explain(run_dirs: list[str | Path], out_dir: str | Path, images: list[str] |
     plot_grid(shown, runs, grid, figure)
     summary = {"runs": per_run, "split": None if images else split, "seed": seed,
                "images_shown": len(shown.names), "images_measured": len(measured.names)}
-    from longtail.checkpoint import write_json
+    from longtail.checkpoint import atomic_write_text, write_json
 
     write_json(summary, out_dir / "explain.json")
-    (out_dir / "explain.md").write_text(markdown(summary, figure.name))
+    atomic_write_text(out_dir / "explain.md", markdown(summary, figure.name))
     return summary
 
 

@@ -121,6 +121,34 @@ def test_explain_two_runs_end_to_end(tiny_run, tmp_path, capsys):
     a, b = summary["runs"]
     assert a["groups"] == b["groups"]  # the same model on the same images
     assert set(a["groups"]) == {"many", "medium", "few", "all"}
+    # A second explain into the same folder is refused (nothing is lost), then asked for.
+    before = (tmp_path / "out" / "explain.json").read_text()
+    command = ["explain", str(run_a), "--out", str(tmp_path / "out"), "--per-group", "1"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "earlier explain's gradcam.png" in err and "--overwrite" in err
+    assert (tmp_path / "out" / "explain.json").read_text() == before
+    assert main([*command, "--overwrite"]) == 0
+    assert len(json.loads((tmp_path / "out" / "explain.json").read_text())["runs"]) == 1
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("{not json", "not valid JSON"),
+    ("[[0, 0, 4, 4]]", "expected an object"),
+    ('{"a.png": [0, 0, 4]}', "entry 'a.png' is [0, 0, 4]"),
+    ('{"a.png": [4, 0, 2, 4]}', "x0 < x1"),
+    ('{"a.png": [0, 0, 4, 4.5]}', "integers"),
+])
+def test_a_bad_boxes_file_is_a_one_line_error_naming_it(tiny_run, tmp_path, capsys, content,
+                                                        expected):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(content)
+    code = main(["explain", str(tiny_run[0]), "--out", str(tmp_path / "o"), "--boxes",
+                 str(boxes)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "boxes.json" in err and expected in err
+    assert not (tmp_path / "o").exists()  # refused before anything was computed or written
 
 
 def test_bad_layer_and_wrong_image_size_are_one_line_errors(tiny_run, tmp_path, capsys):
