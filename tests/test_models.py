@@ -243,3 +243,42 @@ def test_bn_splits_option_of_the_cifar_resnets() -> None:
             create_backbone("resnet32", bn_splits=bad)
     with pytest.raises(ValueError, match="needs batches of at least 4 images, got 2"):
         split.train()(torch.randn(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("name, args", [("resnet32", {}), ("resnet32", {"shortcut": "B"}),
+                                        ("resnet32_bbn", {}), ("resnet32_la", {})])
+def test_in_place_training_forward_equals_the_plain_one(name, args):
+    """Training works in place on BatchNorm outputs: features, gradients and BatchNorm
+    statistics are bitwise those of the plain forward (a new tensor at every op; the reference
+    that benchmarks/inplace_ab.py times against), one training step each from the same weights."""
+    from conftest import load_script
+
+    make_plain = load_script("benchmarks/inplace_ab.py").make_plain
+
+    def step(plain: bool) -> tuple[torch.Tensor, dict]:
+        torch.manual_seed(0)
+        backbone = create_backbone(name, in_channels=3, **args).train()
+        backbone = make_plain(backbone) if plain else backbone
+        features = backbone(torch.randn(6, 3, 32, 32))
+        features.square().sum().backward()
+        state = {k: v.clone() for k, v in backbone.state_dict().items()}
+        grads = {f"grad {k}": p.grad.clone() for k, p in backbone.named_parameters()}
+        return features.detach(), {**state, **grads}
+
+    in_place, plain = step(False), step(True)
+    assert torch.equal(in_place[0], plain[0])
+    assert in_place[1].keys() == plain[1].keys()
+    for key in plain[1]:
+        assert torch.equal(in_place[1][key], plain[1][key]), key
+
+
+def test_eval_forward_leaves_a_hooked_batchnorm_output_as_it_was():
+    """Grad-CAM may hold any layer's output: in eval mode nothing is modified in place."""
+    backbone = create_backbone("resnet32", in_channels=3).eval()
+    seen = []
+    bn = backbone.layer1[0].bn2
+    bn.register_forward_hook(lambda module, inputs, output: seen.append((output, output.clone())))
+    with torch.no_grad():
+        backbone(torch.randn(2, 3, 32, 32))
+    held, copy = seen[0]
+    assert torch.equal(held, copy) and (held < 0).any()  # still BatchNorm's, not ReLU'd

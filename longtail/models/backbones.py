@@ -90,12 +90,17 @@ class BasicBlock(nn.Module):
                     nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        # In training, ReLU and the residual sum work in place on BatchNorm's output (its
+        # backward reads its input, not its output): the same numbers with two fewer
+        # allocations per block, 3-6 % faster a step on CPU (benchmarks/README.md). Not in eval
+        # mode, where a hook (Grad-CAM on a BatchNorm layer) may hold that output.
+        inplace = self.training
+        out = F.relu(self.bn1(self.conv1(x)), inplace=inplace)
         out = self.bn2(self.conv2(out))
         short = self.shortcut(x)
         if self.pad:
             short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return F.relu(out + short)
+        return F.relu(out.add_(short) if inplace else out + short, inplace=inplace)
 
 
 def _stage(in_planes: int, planes: int, blocks: int, stride: int, shortcut: str) -> nn.Sequential:
@@ -144,7 +149,7 @@ class CifarResNet(nn.Module):
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map before pooling, (N, out_features, H/4, W/4); the two-branch
         variant concatenates its branches' maps (pooling it equals concatenating their pools)."""
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=self.training)  # as in BasicBlock
         x = self.layer3(self.layer2(self.layer1(x)))
         if self.two_branch:
             return torch.cat([self.branch_a(x), self.branch_b(x)], dim=1)

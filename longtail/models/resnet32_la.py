@@ -56,12 +56,14 @@ class ThreeConvBlock(nn.Module):
                                           nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        inplace = self.training  # in place on BatchNorm outputs, as backbones.BasicBlock says why
+        out = F.relu(self.bn1(self.conv1(x)), inplace=inplace)
         if self.stride != 1:
             out = F.pad(out, (0, 1, 0, 1))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn2(self.conv2(out)), inplace=inplace)
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        short = self.shortcut(x)
+        return F.relu(out.add_(short) if inplace else out + short, inplace=inplace)
 
 
 class LogitAdjustmentResNet32(nn.Module):
@@ -85,7 +87,7 @@ class LogitAdjustmentResNet32(nn.Module):
                 keras_he_normal_(m.weight)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=self.training)
         return self.final_bn(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
