@@ -450,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "best (a shared machine's jitter only slows a run)")
     p.add_argument("--variants", default="all",
                    help="all, or a subset of fp32-cf,fp32-cl,bf16-cf,bf16-cl")
-    p.add_argument("--config", default="cifar10_lt_cpu", help="config of the end-to-end epoch")
+    p.add_argument("--config", default="cifar10_lt_cpu",
+                   help="the config whose backbone (a), (c), (e), (f) measure and whose data and "
+                        "model the end-to-end epoch trains")
     p.add_argument("--data-root", help="dataset root for the end-to-end epoch")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end epoch")
     p.add_argument("--e2e-batches", type=int, help="cut the epoch to N batches (smoke only)")

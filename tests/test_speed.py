@@ -127,6 +127,25 @@ def test_compile_sgd_and_curve_sections(tmp_path: Path, monkeypatch: pytest.Monk
     assert results["settings"]["compile_batch_sizes"] == [8, 12]
 
 
+def test_the_configs_backbone_is_what_is_measured(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # --config cifar10_lt_la_authors trains resnet32_la: (a), (c), (e) and (f) time that model,
+    # and train.compile: auto reads a verdict for it from the written speed.json.
+    no_compiler(monkeypatch)
+    results = run_speed("cpu", tmp_path, batch_size=8, steps=1, warmup=1, variants=["fp32-cf"],
+                        config_name="cifar10_lt_la_authors", end_to_end=False, eval_steps=1,
+                        quiet=True, repeats=1, compile_batch_sizes=[8], sgd=True)
+    assert results["settings"]["backbone"] == "resnet32_la"
+    rows = (results["model_only"] + results["eval"]["backbone_head"]
+            + results["compile"]["rows"] + results["sgd"]["rows"])
+    assert {r["backbone"] for r in rows} == {"resnet32_la"}
+    markdown = (tmp_path / "speed.md").read_text()
+    assert "`resnet32_la` + linear head, one fixed random batch" in markdown
+    verdict, _ = compile_verdict(results, CPU, "fp32", False, 8, "resnet32_la", 1000)
+    assert verdict is not None
+    assert compile_verdict(results, CPU, "fp32", False, 8, "resnet32", 1000)[0] is None
+
+
 def test_a_failed_compile_is_a_row_and_turns_auto_off(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(fn, **kwargs):  # noqa: ANN001, ANN202
         def attempt(*args, **kw):  # noqa: ANN002, ANN003, ANN202

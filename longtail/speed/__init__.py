@@ -1,8 +1,10 @@
 """``longtail speed``: how fast training and evaluation run on this machine, in one process.
 
 (a) Model-only training throughput: a fixed in-memory random batch through the training step
-    (forward, cross-entropy, backward, SGD), standard ResNet-32 with a linear head, for fp32/bf16 ×
-    channels-first/channels-last. No data pipeline, so this is the ceiling an epoch can reach.
+    (forward, cross-entropy, backward, SGD), the ``--config``'s backbone (the default config's:
+    the standard ResNet-32) with a linear head, for fp32/bf16 × channels-first/channels-last. No
+    data pipeline, so this is the ceiling an epoch can reach. (c), (e) and (f) measure the same
+    backbone; (g) the standard ResNet-32.
 (b) End-to-end training throughput: CIFAR-10-LT r=100 epochs through ``make_loader`` (the real
     long-tailed split, sampler and augmentation) and the *same* step, and the loader alone. Each
     epoch is compared with the model-only ceiling re-measured right before it on one of its
@@ -91,6 +93,9 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     keys = variants or list(VARIANTS)
+    # (a), (c), (e), (f) measure the model the config trains, so that `train.compile: auto`
+    # (compile_verdict) finds rows of that backbone.
+    backbone = load_config(config_name).model.backbone
     eval_batch_size = eval_batch_size or 2 * batch_size  # what evaluate_run uses
     results: dict = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                      "device": describe_device(dev),
@@ -98,17 +103,18 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
                                   "variants": keys, "eval_batch_size": eval_batch_size,
                                   "eval_steps": eval_steps, "max_batches": max_batches,
                                   "repeats": repeats,
-                                  "config": config_name,
+                                  "config": config_name, "backbone": backbone,
                                   "compile_batch_sizes": compile_batch_sizes, "sgd": sgd,
                                   "loss_curve_steps": loss_curve_steps},
                      "goal_ratio": GOAL_RATIO}
     started = time.perf_counter()
 
-    log("(a) model-only training throughput", quiet)
+    log(f"(a) model-only training throughput ({backbone} + linear head)", quiet)
     results["model_only"] = []
     for key in keys:
         precision, cl = VARIANTS[key]
-        row = model_throughput(dev, precision, cl, batch_size, steps, warmup, repeats=repeats)
+        row = model_throughput(dev, precision, cl, batch_size, steps, warmup, repeats=repeats,
+                               backbone=backbone)
         results["model_only"].append(row)
         log(f"  {variant_label(precision, cl)}: {row['images_per_second']:.1f} img/s", quiet)
     ceilings = {(r["precision"], r["channels_last"]): r["images_per_second"]
@@ -123,7 +129,7 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
         precision, cl = VARIANTS[key]
         for head in INFERENCE:
             row = eval_throughput(dev, head, precision, cl, eval_batch_size, eval_steps,
-                                  min(warmup, 3))
+                                  min(warmup, 3), backbone=backbone)
             results["eval"]["backbone_head"].append(row)
             log(f"  {variant_label(precision, cl)}, {INFERENCE[head]}: "
                  f"{row['images_per_second']:.1f} img/s", quiet)
@@ -147,18 +153,20 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
                 for compiled in (False, True):
                     row = model_throughput(dev, precision, cl, size, steps, warmup,
                                            repeats=repeats, compiled=compiled,
-                                           epoch_images=CIFAR10_LT_TRAIN_IMAGES)
+                                           epoch_images=CIFAR10_LT_TRAIN_IMAGES,
+                                           backbone=backbone)
                     results["compile"]["rows"].append(row)
                     log(f"  {variant_label(precision, cl)}, batch {size}, "
                          f"{'compiled' if compiled else 'eager'}: " + _compile_note(row), quiet)
     if sgd:
         log("(f) SGD implementations", quiet)
-        results["sgd"] = {"step_only": sgd_step_times(dev, steps, repeats), "rows": []}
+        results["sgd"] = {"step_only": sgd_step_times(dev, steps, repeats, backbone=backbone),
+                          "rows": []}
         for key in keys:
             precision, cl = VARIANTS[key]
             for impl in SGD_IMPLS:
                 row = model_throughput(dev, precision, cl, batch_size, steps, warmup,
-                                       repeats=repeats, sgd_impl=impl)
+                                       repeats=repeats, sgd_impl=impl, backbone=backbone)
                 results["sgd"]["rows"].append(row)
                 log(f"  {variant_label(precision, cl)}, {impl}: "
                      f"{row['images_per_second']:.1f} img/s", quiet)

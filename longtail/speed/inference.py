@@ -13,13 +13,19 @@ import torch
 from longtail.config import load_config
 from longtail.models import build_model
 from longtail.runtime import autocast, autocast_dtype
-from longtail.speed.timing import CIFAR_TEST_IMAGES, memory_format, resnet32, timed_items
+from longtail.speed.timing import (
+    CIFAR_TEST_IMAGES,
+    backbone_with_head,
+    memory_format,
+    timed_items,
+)
 
 
-def _eval_model(head: str, num_classes: int, device: torch.device) -> torch.nn.Module:
-    """ResNet-32 with a linear head (plain inference) or a causal_norm head (TDE, α = 1) whose
+def _eval_model(head: str, num_classes: int, device: torch.device,
+                backbone: str = "resnet32") -> torch.nn.Module:
+    """``backbone`` with a linear head (plain inference) or a causal_norm head (TDE, α = 1) whose
     head direction is set, as after training, so that the subtraction really runs."""
-    model = resnet32(num_classes, head=head)
+    model = backbone_with_head(backbone, num_classes, head=head)
     if head == "causal_norm":
         with torch.no_grad():
             model.head.mean_feature.copy_(torch.rand(model.head.in_features) + 0.1)
@@ -33,12 +39,13 @@ INFERENCE = {"linear": "plain", "causal_norm": "TDE (α = 1)"}
 @torch.no_grad()
 def eval_throughput(device: torch.device, head: str = "linear", precision: str = "fp32",
                     channels_last: bool = False, batch_size: int = 256, steps: int = 20,
-                    warmup: int = 3, num_classes: int = 10, image_size: int = 32) -> dict:
+                    warmup: int = 3, num_classes: int = 10, image_size: int = 32,
+                    backbone: str = "resnet32") -> dict:
     """Evaluation images/s, backbone + head, the way ``collect_outputs`` runs them (autocast
     backbone, head on float32 features)."""
     torch.manual_seed(0)
     fmt = memory_format(channels_last)
-    model = _eval_model(head, num_classes, device).to(memory_format=fmt)
+    model = _eval_model(head, num_classes, device, backbone).to(memory_format=fmt)
     amp = autocast_dtype(precision)
     images = torch.randn(batch_size, 3, image_size, image_size, device=device)
     images = images.contiguous(memory_format=fmt)
@@ -57,7 +64,8 @@ def eval_throughput(device: torch.device, head: str = "linear", precision: str =
         return steps * batch_size
 
     seconds, seen = timed_items(device, run)
-    return {"head": head, "inference": INFERENCE[head], "precision": precision,
+    return {"head": head, "inference": INFERENCE[head], "backbone": backbone,
+            "precision": precision,
             "channels_last": channels_last, "batch_size": batch_size, "steps": steps,
             "seconds": seconds, "images_per_second": seen / seconds}
 

@@ -51,9 +51,10 @@ def format_markdown(results: dict) -> str:
               "channels-first, CL = channels-last):", "", header, row, ""]
 
     lines += ["## (a) Model-only training throughput", "",
-              f"ResNet-32 + linear head, one fixed random batch of {s['batch_size']} in memory, "
-              f"forward + cross-entropy + backward + SGD; warm-up steps: {s['warmup']}, timed "
-              f"steps: {s['steps']}, best of {s.get('repeats', 1)} timings.", "",
+              f"{_backbone(s)} + linear head, one fixed random batch of {s['batch_size']} in "
+              f"memory, forward + cross-entropy + backward + SGD; warm-up steps: "
+              f"{s['warmup']}, timed steps: {s['steps']}, best of {s.get('repeats', 1)} "
+              "timings.", "",
               "| precision | memory format | images/s | ms/step |", "|---|---|---|---|"]
     for r in results["model_only"]:
         lines.append(f"| {r['precision']} | {_mf(r)} | {_fmt(r['images_per_second'])} | "
@@ -90,8 +91,9 @@ def format_markdown(results: dict) -> str:
 
     ev = results["eval"]
     lines += ["## (c) Evaluation throughput", "",
-              f"Backbone + head in eval mode (autocast backbone, head on float32 features, as "
-              f"`collect_outputs`), batch {s['eval_batch_size']}, timed steps: {s['eval_steps']}.",
+              f"{_backbone(s)} + head in eval mode (autocast backbone, head on float32 "
+              f"features, as `collect_outputs`), batch {s['eval_batch_size']}, timed steps: "
+              f"{s['eval_steps']}.",
               "", "| precision | memory format | head | inference | images/s |",
               "|---|---|---|---|---|"]
     for r in ev["backbone_head"]:
@@ -116,13 +118,20 @@ def format_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _backbone(settings: dict) -> str:
+    """The measured backbone's name (results written before it was recorded: ResNet-32)."""
+    name = settings.get("backbone", "resnet32")
+    return "ResNet-32" if name == "resnet32" else f"`{name}`"
+
+
 def _compile_markdown(section: dict | None, s: dict) -> list[str]:
     if not section:
         return []
     lines = ["", "## (e) Eager vs torch.compile (`train.compile`)", "",
-             "ResNet-32 + linear head as in (a), the backbone compiled as `train.compile` does "
-             f"it; {s['steps']} timed steps, best of {s.get('repeats', 1)}. First step: its "
-             "wall-clock (the compilation, when compiled); short batch: the first step on the "
+             f"{_backbone(s)} + linear head as in (a), the backbone compiled as "
+             f"`train.compile` does it; {s['steps']} timed steps, best of "
+             f"{s.get('repeats', 1)}. First step: its wall-clock (the compilation, when "
+             "compiled); short batch: the first step on the "
              f"last batch of an epoch of {section['epoch_images']:,} images (CIFAR-10-LT "
              "r = 100), a new shape that compiles again. First epoch: those two steps and the "
              "rest at the timed rate, against a later epoch (an estimate from these numbers). "
@@ -152,7 +161,7 @@ def _sgd_markdown(section: dict | None, s: dict) -> list[str]:
     if not section:
         return []
     lines = ["", "## (f) SGD implementations (`optim.sgd_impl`)", "",
-             "`optimizer.step()` alone over ResNet-32's parameters with fixed gradients (the "
+             f"`optimizer.step()` alone over {_backbone(s)}'s parameters with fixed gradients (the "
              "recipe's lr 0.1, momentum 0.9, weight decay 5e-4), and the largest difference of "
              "the weights from the default's after the same steps (0: the same to the bit):", "",
              "| sgd_impl | ms per step | steps | max abs weight difference |", "|---|---|---|---|"]

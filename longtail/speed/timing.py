@@ -84,11 +84,17 @@ class TrainStep:
         return loss.detach()
 
 
+def backbone_with_head(backbone: str = "resnet32", num_classes: int = 10, in_channels: int = 3,
+                       head: str = "linear", head_args: dict | None = None) -> torch.nn.Module:
+    """A registered backbone (default: the standard CIFAR ResNet-32) with the given head."""
+    return build_model(ModelConfig(backbone=backbone, head=head, head_args=head_args or {}),
+                       num_classes, in_channels)
+
+
 def resnet32(num_classes: int = 10, in_channels: int = 3, head: str = "linear",
              head_args: dict | None = None) -> torch.nn.Module:
     """The standard CIFAR ResNet-32 (64-d feature) with the given head."""
-    return build_model(ModelConfig(backbone="resnet32", head=head, head_args=head_args or {}),
-                       num_classes, in_channels)
+    return backbone_with_head("resnet32", num_classes, in_channels, head, head_args)
 
 
 def wall_seconds(device: torch.device, run: Callable[[], object]) -> float:

@@ -18,6 +18,7 @@ from longtail.runtime import build_optimizer, first_error_line, sync
 from longtail.speed.machine import device_name
 from longtail.speed.timing import (
     TrainStep,
+    backbone_with_head,
     fresh_compiler,
     log,
     memory_format,
@@ -34,8 +35,8 @@ def model_throughput(device: torch.device, precision: str = "fp32", channels_las
                      batch_size: int = 128, steps: int = 50, warmup: int = 5,
                      num_classes: int = 10, image_size: int = 32, repeats: int = 2,
                      compiled: bool = False, sgd_impl: str = "default",
-                     epoch_images: int | None = None) -> dict:
-    """Training images/s of ResNet-32 + linear head on one fixed random batch: the best of
+                     epoch_images: int | None = None, backbone: str = "resnet32") -> dict:
+    """Training images/s of ``backbone`` + linear head on one fixed random batch: the best of
     ``repeats`` timings of ``steps`` steps (a shared machine's jitter only ever slows a run).
 
     The first warm-up step is timed apart (``first_step_seconds``: where ``compiled`` compiles,
@@ -46,7 +47,7 @@ def model_throughput(device: torch.device, precision: str = "fp32", channels_las
     with its ``error`` and no timings."""
     torch.manual_seed(0)
     fmt = memory_format(channels_last)
-    model = resnet32(num_classes).to(device).to(memory_format=fmt)
+    model = backbone_with_head(backbone, num_classes).to(device).to(memory_format=fmt)
     if compiled:
         fresh_compiler()
     step = TrainStep(model, device, precision, compiled, sgd_impl)
@@ -54,7 +55,7 @@ def model_throughput(device: torch.device, precision: str = "fp32", channels_las
     images = images.contiguous(memory_format=fmt)
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
     row: dict = {"precision": precision, "channels_last": channels_last,
-                 "batch_size": batch_size, "backbone": "resnet32", "compiled": compiled,
+                 "batch_size": batch_size, "backbone": backbone, "compiled": compiled,
                  "sgd_impl": sgd_impl, "steps": steps, "warmup": max(1, warmup),
                  "repeats": repeats}
     full, short = divmod(epoch_images or 0, batch_size)
@@ -226,15 +227,16 @@ def end_to_end_throughput(pipeline: PipelineData, device: torch.device, precisio
 
 
 def sgd_step_times(device: torch.device, steps: int = 50, repeats: int = 2,
-                   warmup: int = 3) -> list[dict]:
-    """ms per ``optimizer.step()`` over ResNet-32's parameters for each ``optim.sgd_impl``, on
-    the same weights and gradients, and the largest difference of the weights each reaches from
-    the default's after the same ``warmup + repeats × steps`` steps (0.0: the same to the bit).
-    The step alone: inside a training step its share is small, so its change is too."""
+                   warmup: int = 3, backbone: str = "resnet32") -> list[dict]:
+    """ms per ``optimizer.step()`` over the parameters of ``backbone`` + linear head for each
+    ``optim.sgd_impl``, on the same weights and gradients, and the largest difference of the
+    weights each reaches from the default's after the same ``warmup + repeats × steps`` steps
+    (0.0: the same to the bit). The step alone: inside a training step its share is small, so
+    its change is too."""
     rows, reference = [], None
     for impl in SGD_IMPLS:
         torch.manual_seed(0)
-        model = resnet32().to(device)
+        model = backbone_with_head(backbone).to(device)
         optimizer = build_optimizer(model, dataclasses.replace(Config().optim, sgd_impl=impl))
         generator = torch.Generator().manual_seed(1)
         for param in model.parameters():  # fixed gradients of a plausible size
