@@ -152,6 +152,20 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return run_dir, metrics
 
 
+@pytest.fixture(scope="session")
+def tiny_causal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished De-confound-TDE run (causal_norm head, 3 quick-start epochs) with its saved
+    outputs and sweep cache. Tests must not modify it: copy it first (``shutil.copytree`` keeps
+    file times, so the sweep cache stays valid in the copy)."""
+    from longtail.config import load_config
+    from longtail.train import train
+
+    run_dir = tmp_path_factory.mktemp("causal") / "run"
+    train(load_config("quickstart", ["train.epochs=3", "train.device=cpu",
+                                     "model.head=causal_norm"]), run_dir, progress=False)
+    return run_dir
+
+
 def load_script(relative: str):  # noqa: ANN201
     """A benchmarks/ script (not a package module) imported by path, for its functions."""
     import importlib.util

@@ -42,17 +42,6 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def causal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from longtail.train import train
-
-    run_dir = tmp_path_factory.mktemp("causal") / "run"
-    config = load_config("quickstart", ["train.epochs=1", "train.device=cpu",
-                                        "model.head=causal_norm"])
-    train(config, run_dir, progress=False)
-    return run_dir
-
-
-@pytest.fixture(scope="module")
 def digit_files(tmp_path_factory: pytest.TempPathFactory,
                 tiny_run: tuple[Path, dict]) -> tuple[Path, list[str], torch.Tensor]:
     """(folder, the PNG paths in the order a folder scan gives, their uint8 images (N, 8, 8, 1)):
@@ -206,9 +195,9 @@ def test_in_memory_runs_resize_other_sizes_as_data_resize_did(tiny_run, tmp_path
 # (b) causal heads: TDE at the predictor's α, plain logits at α = 0
 
 
-def test_causal_run_alpha(causal_run, digit_files, tmp_path):
+def test_causal_run_alpha(tiny_causal_run, digit_files, tmp_path):
     paths = digit_files[1]
-    default = longtail.load_run(causal_run, device="cpu")
+    default = longtail.load_run(tiny_causal_run, device="cpu")
     assert default.alpha == default.model.head.alpha == 1.0  # eval.alpha unset: the head's own
     batch = default.preprocess(paths)
     with torch.no_grad():
@@ -217,7 +206,7 @@ def test_causal_run_alpha(causal_run, digit_files, tmp_path):
         tde = default.model.head.tde_logits(features, alpha=1.0)
     assert not torch.allclose(plain, tde)
     for alpha, want in ((0.0, plain), (1.0, tde)):
-        predictor = longtail.load_run(causal_run, device="cpu", alpha=alpha)
+        predictor = longtail.load_run(tiny_causal_run, device="cpu", alpha=alpha)
         assert predictor.alpha == alpha
         torch.testing.assert_close(predictor.logits(batch), want)
         probs = want.softmax(1)
@@ -225,7 +214,7 @@ def test_causal_run_alpha(causal_run, digit_files, tmp_path):
             assert result["top"][0][0] == predictor.classes[int(p.argmax())]
             assert result["top"][0][1] == pytest.approx(float(p.max()), abs=1e-5)
     # The run's eval.alpha comes before the head's own; an explicit alpha before both.
-    run_dir = copy_run(causal_run, tmp_path)
+    run_dir = copy_run(tiny_causal_run, tmp_path)
     path = run_dir / "config.yaml"
     values = yaml.safe_load(path.read_text())
     values["eval"]["alpha"] = 0.5
@@ -302,9 +291,9 @@ def test_cli_predict_errors_are_one_line(tiny_run, digit_files, tmp_path, capsys
 
 
 @pytest.mark.parametrize("which", ["linear", "causal"])
-def test_export_onnx_matches_pytorch(which, tiny_run, causal_run, tmp_path, capsys):
+def test_export_onnx_matches_pytorch(which, tiny_run, tiny_causal_run, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
-    run_dir = copy_run(tiny_run[0] if which == "linear" else causal_run, tmp_path)
+    run_dir = copy_run(tiny_run[0] if which == "linear" else tiny_causal_run, tmp_path)
     code, out, err = run_main(["export", str(run_dir), "--format", "onnx"], capsys)
     assert code == 0, err
     model_file = run_dir / "export" / "model.onnx"
@@ -332,10 +321,10 @@ def test_export_onnx_matches_pytorch(which, tiny_run, causal_run, tmp_path, caps
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 @pytest.mark.parametrize("which", ["linear", "causal"])
-def test_export_torchscript_matches_pytorch(which, tiny_run, causal_run, tmp_path):
+def test_export_torchscript_matches_pytorch(which, tiny_run, tiny_causal_run, tmp_path):
     from longtail.export import export_run
 
-    run_dir = tiny_run[0] if which == "linear" else causal_run
+    run_dir = tiny_run[0] if which == "linear" else tiny_causal_run
     alpha = None if which == "linear" else 0.5
     info = export_run(run_dir, "torchscript", out=tmp_path / "model.pt", alpha=alpha)
     assert info["path"] == str(tmp_path / "model.pt") and info["alpha"] == alpha
@@ -373,7 +362,6 @@ def test_the_input_size_comes_from_split_json_without_the_training_data(tmp_path
     import shutil
 
     from longtail.checkpoint import read_json
-    from longtail.config import load_config
     from longtail.train import train
 
     data_root = tmp_path / "data"

@@ -8,20 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from longtail.cli import build_parser, main
-from longtail.config import load_config
-
-
-@pytest.fixture(scope="module")
-def causal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from longtail.train import train
-
-    run_dir = tmp_path_factory.mktemp("kept") / "tde"
-    train(load_config("quickstart", ["train.epochs=1", "train.device=cpu",
-                                     "model.head=causal_norm"]), run_dir, progress=False)
-    return run_dir
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -29,8 +16,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-def test_eval_with_alpha_writes_beside_the_main_results(causal_run, tmp_path, capsys):
-    run_dir = Path(shutil.copytree(causal_run, tmp_path / "run"))
+def test_eval_with_alpha_writes_beside_the_main_results(tiny_causal_run, tmp_path, capsys):
+    run_dir = Path(shutil.copytree(tiny_causal_run, tmp_path / "run"))
     main_eval = snapshot(run_dir / "eval")
     assert main(["eval", str(run_dir), "--alpha", "0.5", "--device", "cpu"]) == 0
     assert "eval/alpha_0.5" in capsys.readouterr().out

@@ -11,18 +11,13 @@ import pytest
 import torch
 
 from longtail.cli import main
-from longtail.config import load_config
 from longtail.sweep import evaluate_at, load_outputs, run_sweep, sweep
-from longtail.train import train
 
 
 @pytest.fixture(scope="module")
-def causal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("sweep") / "tde"
-    config = load_config("quickstart", ["train.epochs=3", "train.device=cpu",
-                                        "model.head=causal_norm"])
-    train(config, run_dir, progress=False)
-    return run_dir
+def causal_run(tiny_causal_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's causal run, copied: this module's sweeps write into it."""
+    return Path(shutil.copytree(tiny_causal_run, tmp_path_factory.mktemp("sweep") / "tde"))
 
 
 def test_alpha_sweep_selects_on_validation_and_reports_heuristic(causal_run: Path) -> None:

@@ -14,26 +14,15 @@ import numpy as np
 import pytest
 
 from longtail.cli import main
-from longtail.config import load_config
 from longtail.sweep import load_outputs, sweep
 from longtail.sweep_cache import CACHE, cached_sweep, load_cache, logits_at, sweep_arrays
-from longtail.train import train
 
 VALUES = [0.0, 0.5, 1.0, 1.5, 2.0]
 
 
-@pytest.fixture(scope="module")
-def causal_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("cache") / "tde"
-    config = load_config("quickstart", ["train.epochs=2", "train.device=cpu",
-                                        "model.head=causal_norm"])
-    train(config, run_dir, progress=False)
-    return run_dir
-
-
 @pytest.fixture()
-def run_copy(causal_run: Path, tmp_path: Path) -> Path:
-    shutil.copytree(causal_run, tmp_path / "run")  # copy2: times kept, so the cache still holds
+def run_copy(tiny_causal_run: Path, tmp_path: Path) -> Path:
+    shutil.copytree(tiny_causal_run, tmp_path / "run")  # copy2: times kept, the cache holds
     return tmp_path / "run"
 
 
@@ -64,19 +53,19 @@ def test_sweep_arrays_selects_lowest_balanced_error_on_val() -> None:
     assert result["test_at_selected"]["top1"] == pytest.approx(100.0)
 
 
-def test_evaluation_writes_the_cache_for_the_heads_knobs(causal_run: Path) -> None:
-    assert (causal_run / CACHE).is_file()
-    assert load_cache(causal_run, "alpha") is not None
-    assert load_cache(causal_run, "logit_adjust") is not None
-    assert load_cache(causal_run, "tau_norm") is None  # a causal head has no τ-norm
-    extras = load_cache(causal_run, "alpha")["extras"]
+def test_evaluation_writes_the_cache_for_the_heads_knobs(tiny_causal_run: Path) -> None:
+    assert (tiny_causal_run / CACHE).is_file()
+    assert load_cache(tiny_causal_run, "alpha") is not None
+    assert load_cache(tiny_causal_run, "logit_adjust") is not None
+    assert load_cache(tiny_causal_run, "tau_norm") is None  # a causal head has no τ-norm
+    extras = load_cache(tiny_causal_run, "alpha")["extras"]
     assert extras["authors_heuristic_alpha"] > 0
 
 
 @pytest.mark.parametrize("knob", ["alpha", "logit_adjust"])
-def test_cached_rows_equal_the_torch_rows(causal_run: Path, knob: str) -> None:
-    torch_result = sweep(load_outputs(causal_run), knob, VALUES)
-    cached, _ = cached_sweep(causal_run, knob, VALUES)
+def test_cached_rows_equal_the_torch_rows(tiny_causal_run: Path, knob: str) -> None:
+    torch_result = sweep(load_outputs(tiny_causal_run), knob, VALUES)
+    cached, _ = cached_sweep(tiny_causal_run, knob, VALUES)
     assert cached["rows"] == torch_result["rows"]  # the same numbers to the last bit
     assert cached["selected"] == torch_result["selected"]
     exact, fast = torch_result["test_at_selected"], cached["test_at_selected"]
