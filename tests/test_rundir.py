@@ -266,20 +266,25 @@ def test_sigkill_then_resume_finishes_the_same_run(tmp_path):
     process.wait()
     killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
     assert killed_at < 6 and (killed / LOCK).exists()  # the dead process's lock stays behind
-    resumed = subprocess.run([sys.executable, "-m", "longtail", "train", "--resume", "--out",
-                              str(killed), "--no-progress"], env=ENV, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    got = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
-    want = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
-    for key in want["model"]:
-        assert torch.equal(got["model"][key], want["model"][key]), key
-    assert json.loads((killed / "eval" / "test_metrics.json").read_text()) == \
-        json.loads((reference / "eval" / "test_metrics.json").read_text())
-    events = [json.loads(line)["event"] for line in
-              (killed / "history.jsonl").read_text().splitlines()]
-    assert events == ["start", "resume"]
-    assert not (killed / LOCK).exists()
+    # The run directory carried elsewhere, as benchmarks/in_progress/ does between machines
+    # (without the lock, which names the dead process's host).
+    carried = Path(shutil.copytree(killed, tmp_path / "elsewhere" / "run"))
+    (carried / LOCK).unlink()
+    for run in (killed, carried):
+        resumed = subprocess.run([sys.executable, "-m", "longtail", "train", "--resume", "--out",
+                                  str(run), "--no-progress"], env=ENV, capture_output=True,
+                                 text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        got = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        want = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
+        for key in want["model"]:
+            assert torch.equal(got["model"][key], want["model"][key]), key
+        assert json.loads((run / "eval" / "test_metrics.json").read_text()) == \
+            json.loads((reference / "eval" / "test_metrics.json").read_text())
+        events = [json.loads(line)["event"] for line in
+                  (run / "history.jsonl").read_text().splitlines()]
+        assert events == ["start", "resume"]
+        assert not (run / LOCK).exists()
 
 
 # ------------------------------------------------------------------------------------------------
