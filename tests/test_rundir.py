@@ -343,6 +343,8 @@ class Evil:
         return (os.system, ("echo pwned > /dev/null",))
 
 
+# torch warns that the hand-pickled "malicious" file uses a pickle protocol it did not write.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("damage", ["truncate", "empty", "malicious", "malicious_zip",
                                     "wrong"])
 def test_damaged_outputs_give_one_line_errors(run_copy, capsys, damage):
