@@ -141,6 +141,7 @@ def test_the_configs_backbone_is_what_is_measured(tmp_path: Path,
     assert {r["backbone"] for r in rows} == {"resnet32_la"}
     markdown = (tmp_path / "speed.md").read_text()
     assert "`resnet32_la` + linear head, one fixed random batch" in markdown
+    assert "| backbone |" in markdown and "| resnet32_la |" in markdown  # the summary row
     verdict, _ = compile_verdict(results, CPU, "fp32", False, 8, "resnet32_la", 1000)
     assert verdict is not None
     assert compile_verdict(results, CPU, "fp32", False, 8, "resnet32", 1000)[0] is None

@@ -14,7 +14,8 @@ def summary_row(results: dict) -> tuple[str, str]:
     dev = results["device"]
     by_variant = {(r["precision"], r["channels_last"]): r["images_per_second"]
                   for r in results["model_only"]}
-    cells = [dev["name"], str(dev["torch_threads"]), dev["torch"]]
+    cells = [dev["name"], str(dev["torch_threads"]), dev["torch"],
+             results["settings"].get("backbone", "resnet32")]
     cells += [_fmt(by_variant.get(v)) for v in VARIANTS.values()]
     e2e = results["end_to_end"]
     rows = e2e.get("rows", [])
@@ -27,8 +28,8 @@ def summary_row(results: dict) -> tuple[str, str]:
                   f"{'CL' if r['channels_last'] else 'CF'})", f"{r['ratio']:.2f}"]
     else:
         cells += ["skipped", ""]
-    header = ("| device | threads | torch | fp32 CF | fp32 CL | bf16 CF | bf16 CL "
-              "| end-to-end img/s | e2e / ceiling |\n" + "|---" * 9 + "|")
+    header = ("| device | threads | torch | backbone | fp32 CF | fp32 CL | bf16 CF | bf16 CL "
+              "| end-to-end img/s | e2e / ceiling |\n" + "|---" * 10 + "|")
     return header, "| " + " | ".join(cells) + " |"
 
 
