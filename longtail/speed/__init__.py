@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from longtail.config import SGD_IMPLS, load_config
+from longtail.config import SGD_IMPLS, Config, load_config
 from longtail.runtime import resolve_device
 from longtail.speed.inference import (
     INFERENCE,
@@ -95,7 +95,8 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
     keys = variants or list(VARIANTS)
     # (a), (c), (e), (f) measure the model the config trains, so that `train.compile: auto`
     # (compile_verdict) finds rows of that backbone.
-    backbone = load_config(config_name).model.backbone
+    config = load_config(config_name, [f"data.root={data_root}"] if data_root else [])
+    backbone = config.model.backbone
     eval_batch_size = eval_batch_size or 2 * batch_size  # what evaluate_run uses
     results: dict = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                      "device": describe_device(dev),
@@ -120,7 +121,7 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
     ceilings = {(r["precision"], r["channels_last"]): r["images_per_second"]
                 for r in results["model_only"]}
 
-    results["end_to_end"] = _end_to_end(dev, keys, ceilings, config_name, data_root, end_to_end,
+    results["end_to_end"] = _end_to_end(dev, keys, ceilings, config, config_name, end_to_end,
                                         batch_size, warmup, max_batches, quiet, repeats, steps)
 
     log("(c) evaluation throughput", quiet)
@@ -191,14 +192,12 @@ def _compile_note(row: dict) -> str:
             f"first epoch ~{row['first_epoch_seconds']:.0f} s vs {row['epoch_seconds']:.0f} s")
 
 
-def _end_to_end(dev: torch.device, keys: list[str], ceilings: dict, config_name: str,
-                data_root: str | None, enabled: bool, batch_size: int, warmup: int,
+def _end_to_end(dev: torch.device, keys: list[str], ceilings: dict, config: Config,
+                config_name: str, enabled: bool, batch_size: int, warmup: int,
                 max_batches: int | None, quiet: bool, repeats: int = 2, steps: int = 50) -> dict:
     """Part (b), or a note saying why it was skipped."""
     if not enabled:
         return {"skipped": "disabled (--no-e2e)"}
-    overrides = [f"data.root={data_root}"] if data_root else []
-    config = load_config(config_name, overrides)
     root = config.data.root
     if config.data.dataset not in ("digits",) and (root is None or not Path(root).exists()):
         note = (f"data root '{root}' not found (config {config_name}); pass --data-root PATH to "
