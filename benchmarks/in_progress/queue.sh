@@ -33,3 +33,31 @@ run() {
 # The logit-adjustment authors' protocol (1241 epochs): LA loss, then ERM.
 run la_authors_protocol cifar10_lt_la_authors "${JPEG[@]}"
 run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${JPEG[@]}"
+
+# The LDAM-DRW authors' code on the same JPEG copy, 200 epochs (benchmarks/README.md), when
+# their repository is given: LDAM_AUTHORS=<kaidic/LDAM-DRW checkout>, EXTRA_PATH=<a folder with
+# tensorboardX>. Their checkpoint and logs live in runs/ldam_authors_e200 (save.sh carries it).
+if [ -n "${LDAM_AUTHORS:-}" ]; then
+    work=runs/ldam_authors_e200
+    ckpt=$work/checkpoint/cifar10_resnet32_LDAM_DRW_exp_0.01_e200/ckpt.pth.tar
+    if [ ! -d "$work" ] && [ -d benchmarks/in_progress/ldam_authors_e200 ]; then
+        cp -r benchmarks/in_progress/ldam_authors_e200 runs/
+    fi
+    [ -d /tmp/cifar/cifar-10-batches-py ] ||
+        python benchmarks/authors_code/make_pickle.py ../shared/data/cifar10-jpeg /tmp/cifar/cifar-10-batches-py
+    done_epochs=0
+    [ -f "$ckpt" ] && done_epochs=$(python -c "import torch; print(torch.load('$ckpt', \
+        map_location='cpu', weights_only=True)['epoch'])")
+    if [ "$done_epochs" -ge 200 ]; then
+        echo "ldam_authors_e200: finished"
+    else
+        resume=()
+        [ "$done_epochs" -gt 0 ] && resume=(--resume "$PWD/$ckpt")  # they chdir to WORK
+        echo "ldam_authors_e200: from epoch $done_epochs ($(date -u +%FT%TZ))"
+        mkdir -p "$work"
+        AUTHORS=$LDAM_AUTHORS PICKLES=/tmp/cifar WORK=$work EVAL_EVERY=10 \
+            python benchmarks/authors_code/drive_ldam.py --loss_type LDAM --train_rule DRW \
+            --seed 1 --rand_number 1 -j 0 --exp_str e200 "${resume[@]}" \
+            >> "$work/stdout.log" 2>&1
+    fi
+fi
