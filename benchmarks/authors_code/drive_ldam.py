@@ -45,6 +45,7 @@ torchvision.datasets.cifar.check_integrity = lambda *a, **k: True
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 
 authors = os.path.abspath(os.environ["AUTHORS"])
+work = os.path.abspath(os.environ["WORK"])
 if "--resume" in sys.argv:
     # Resolved before the chdir below; their code trains from scratch, with a printed note
     # only, when the file is missing.
@@ -52,7 +53,11 @@ if "--resume" in sys.argv:
     sys.argv[at] = os.path.abspath(sys.argv[at])
     if not os.path.isfile(sys.argv[at]):
         sys.exit(f"drive_ldam.py: --resume {sys.argv[at]}: no such checkpoint")
-work = os.path.abspath(os.environ["WORK"])
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for root, _, files in os.walk(work):  # not into the data link
+        for f in files:
+            if f.startswith("log_") and f.endswith(".csv"):
+                os.rename(os.path.join(root, f), os.path.join(root, f"{f[:-4]}.before_{stamp}.csv"))
 os.makedirs(work, exist_ok=True)
 data_link = os.path.join(work, "data")
 if not os.path.exists(data_link):
@@ -61,12 +66,6 @@ os.chdir(work)
 sys.path.insert(0, authors)
 _torch_load = torch.load
 torch.load = lambda f, map_location=None, **k: _torch_load(f, map_location="cpu", weights_only=True)
-if "--resume" in sys.argv:
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for root, _, files in os.walk(work):  # not into the data link
-        for f in files:
-            if f.startswith("log_") and f.endswith(".csv"):
-                os.rename(os.path.join(root, f), os.path.join(root, f"{f[:-4]}.before_{stamp}.csv"))
 
 script = os.path.join(authors, "cifar_train.py")
 sys.argv = [script, *sys.argv[1:]]

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p runs
 
-JPEG=(--set data.dataset=folder --set data.root=../shared/data/cifar10-jpeg
+PROTOCOL=(--set data.dataset=folder --set data.root=../shared/data/cifar10-jpeg
       --set train.seed=1 --set data.subset_seed=1 --set train.eval_every=50)
 
 run() {
@@ -31,14 +31,15 @@ run() {
 }
 
 # The logit-adjustment authors' protocol (1241 epochs): LA loss, then ERM.
-run la_authors_protocol cifar10_lt_la_authors "${JPEG[@]}"
-run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${JPEG[@]}"
+run la_authors_protocol cifar10_lt_la_authors "${PROTOCOL[@]}"
+run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${PROTOCOL[@]}"
 
 # The LDAM-DRW authors' code on the same JPEG copy, 200 epochs (benchmarks/README.md), when
 # their repository is given: LDAM_AUTHORS=<kaidic/LDAM-DRW checkout>, EXTRA_PATH=<a folder with
 # tensorboardX>. Their checkpoint and logs live in runs/ldam_authors_e200 (save.sh carries it).
 if [ -n "${LDAM_AUTHORS:-}" ]; then
     work=runs/ldam_authors_e200
+    # their store_name: dataset_arch_loss_rule_imbtype_imbfactor_expstr
     ckpt=$work/checkpoint/cifar10_resnet32_LDAM_DRW_exp_0.01_e200/ckpt.pth.tar
     if [ ! -d "$work" ] && [ -d benchmarks/in_progress/ldam_authors_e200 ]; then
         cp -r benchmarks/in_progress/ldam_authors_e200 runs/
@@ -46,8 +47,8 @@ if [ -n "${LDAM_AUTHORS:-}" ]; then
     [ -d /tmp/cifar/cifar-10-batches-py ] ||
         python benchmarks/authors_code/make_pickle.py ../shared/data/cifar10-jpeg /tmp/cifar/cifar-10-batches-py
     done_epochs=0
-    [ -f "$ckpt" ] && done_epochs=$(python -c "import torch; print(torch.load('$ckpt', \
-        map_location='cpu', weights_only=True)['epoch'])")
+    [ -f "$ckpt" ] && done_epochs=$(python -c "import sys, torch; print(torch.load(sys.argv[1], \
+        map_location='cpu', weights_only=True)['epoch'])" "$ckpt")
     if [ "$done_epochs" -ge 200 ]; then
         echo "ldam_authors_e200: finished"
     else
