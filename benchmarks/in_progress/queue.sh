@@ -7,6 +7,9 @@
 #
 # and save the one training (save.sh) before the session ends.
 set -euo pipefail
+# The whole script is one block, read before it runs: editing this file (a git pull) while the
+# queue trains cannot change what the running queue does next.
+{
 cd "$(dirname "$0")/../.."
 mkdir -p runs
 
@@ -20,6 +23,12 @@ run() {
     fi
     if [ ! -d "runs/$name" ] && [ -d "benchmarks/in_progress/$name" ]; then
         cp -r "benchmarks/in_progress/$name" runs/
+    fi
+    if [ -d "runs/$name" ] && [ ! -f "runs/$name/checkpoints/last.pt" ]; then
+        # A start killed before its first epoch: nothing to resume; keep it aside, start again.
+        local aside="runs/$name.no-checkpoint.$(date -u +%Y%m%dT%H%M%SZ)"
+        mv "runs/$name" "$aside"
+        echo "$name: no checkpoint to resume; moved to $aside"
     fi
     if [ -d "runs/$name" ]; then
         echo "$name: resuming ($(date -u +%FT%TZ))"
@@ -62,3 +71,5 @@ if [ -n "${LDAM_AUTHORS:-}" ]; then
             >> "$work/stdout.log" 2>&1
     fi
 fi
+exit
+}
