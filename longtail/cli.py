@@ -424,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (default: RUN_DIR/export/model.onnx or model.pt)")
     p.add_argument("--alpha", type=float,
                    help="TDE strength baked into the graph (causal heads; default: the run's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing model file, or another run's export in the folder")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("quickstart", help="the problem and the fix in a minute: baseline vs "
@@ -517,7 +519,8 @@ def _export(args: argparse.Namespace) -> None:
     # Writing inside the run (the default): one writer at a time, as eval and sweep.
     inside = target.resolve().is_relative_to(args.run_dir.resolve())
     with run_lock(args.run_dir, "longtail export") if inside else nullcontext():
-        info = export_run(args.run_dir, args.format, args.out, alpha=args.alpha)
+        info = export_run(args.run_dir, args.format, args.out, alpha=args.alpha,
+                          overwrite=args.overwrite)
     n, c, h, w = info["input_shape"]
     colour = "grayscale" if info["color"] == "L" else "RGB"
     resize = (f"resize the shorter side to {info['resize_shorter_side']}, centre-crop "

@@ -165,11 +165,33 @@ def _models_in_folder(path: Path, info: dict[str, Any]) -> dict[str, dict[str, A
     return {**kept, info["model"]: {"format": info["format"], "alpha": info["alpha"]}}
 
 
+def _refuse_to_replace(target: Path, run_dir: Path) -> None:
+    """An export never silently replaces another: not a model file that is there, nor the
+    ``preprocess.json`` of another run's export (its model would lose its preprocessing)."""
+    if target.exists():
+        raise FileExistsError(f"'{target}' exists: pass --overwrite to replace it, or --out "
+                              "another file")
+    info_path = target.parent / "preprocess.json"
+    try:
+        old = json.loads(info_path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        old = {}
+    other = old.get("run") if isinstance(old, dict) else None
+    if other != str(run_dir.resolve()):
+        about = f"run '{other}'" if other else "a file longtail cannot read"
+        raise FileExistsError(f"'{info_path}' describes another export ({about}): pass "
+                              "--overwrite to replace it, or --out another folder")
+
+
 def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None,
-               alpha: float | None = None) -> dict[str, Any]:
+               alpha: float | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Export the run's model (``fmt``: onnx or torchscript) to ``out`` (default
     ``RUN/export/model.onnx`` or ``model.pt``; a folder gets that name inside it) and write
     ``preprocess.json`` beside it. ``alpha``: TDE strength baked in (default: the run's).
+    An existing model file, or a ``preprocess.json`` of another run, is replaced only with
+    ``overwrite``; another format of the same run's export goes beside it.
     Returns the ``preprocess.json`` content plus ``path`` and ``preprocess`` (where they went)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
@@ -182,6 +204,8 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = 
     target = Path(out) if out is not None else run_dir / "export" / FORMATS[fmt]
     if target.is_dir():
         target = target / FORMATS[fmt]
+    if not overwrite:
+        _refuse_to_replace(target, run_dir)
     module = inference_module(predictor)
     h, w = predictor.input_size
     generator = torch.Generator().manual_seed(0)

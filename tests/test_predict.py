@@ -337,6 +337,37 @@ def test_export_torchscript_matches_pytorch(which, tiny_run, tiny_causal_run, tm
                                    rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_export_never_replaces_an_export_unless_asked(tiny_run, tiny_causal_run, tmp_path,
+                                                      capsys):
+    out = tmp_path / "models"
+    out.mkdir()
+    code, _, err = run_main(["export", str(tiny_run[0]), "--format", "torchscript", "--out",
+                             str(out)], capsys)
+    assert code == 0, err
+    model, info = out / "model.pt", out / "preprocess.json"
+    before = (model.read_bytes(), info.read_text())
+
+    # The same file again, then another run's export into the folder: one line each, and
+    # nothing written (the other run's model would lose its preprocessing).
+    for run_dir, argv, says in (
+            (tiny_run[0], ["--out", str(model)], f"'{model}' exists: pass --overwrite"),
+            (tiny_causal_run, ["--out", str(out / "other.pt")],
+             f"'{info}' describes another export (run '{tiny_run[0].resolve()}')")):
+        argv = ["export", str(run_dir), "--format", "torchscript", *argv]
+        code, _, err = run_main(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+        assert (model.read_bytes(), info.read_text()) == before
+        assert sorted(p.name for p in out.iterdir()) == ["model.pt", "preprocess.json"]
+
+    code, _, err = run_main(["export", str(tiny_causal_run), "--format", "torchscript",
+                             "--out", str(model), "--overwrite"], capsys)
+    assert code == 0, err
+    replaced = json.loads(info.read_text())
+    assert replaced["run"] == str(tiny_causal_run.resolve()) and replaced["alpha"] == 1.0
+    assert replaced["models"] == {"model.pt": {"format": "torchscript", "alpha": 1.0}}
+
+
 # ---------------------------------------------------------------------------------------------
 # (e) a diverged run is refused
 
