@@ -444,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--out", default=DEFAULT_SPEED_OUT,
                    help=f"where speed.json and speed.md go (default: {DEFAULT_SPEED_OUT})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier measurement in --out")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=50, help="timed model-only steps per variant")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")

@@ -97,6 +97,15 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+def refuse_to_replace(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """Results already in ``out`` (any of ``names``) are another measurement's: replaced only
+    when asked. Checked before the work, so a refusal costs nothing."""
+    there = [name for name in names if (out / name).exists()]
+    if there and not overwrite:
+        raise FileExistsError(f"'{out / there[0]}' exists (an earlier measurement): pass "
+                              "--overwrite to replace it, or --out another folder")
+
+
 def prepare_generated_dir(out: Path, overwrite: bool, marker: str, written: set[str],
                           what: str) -> None:
     """Make ``out`` ready for a generated data set (``what``, e.g. "synthetic detection set").

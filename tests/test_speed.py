@@ -67,14 +67,24 @@ def test_end_to_end_skipped_without_data(tmp_path: Path) -> None:
     assert "not found" in results["end_to_end"]["skipped"]
 
 
-def test_cli_speed(tmp_path: Path) -> None:
+def test_cli_speed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "speed"
-    assert cli_main(["speed", "--device", "cpu", "--batch-size", "8", "--steps", "1",
-                     "--warmup", "0", "--variants", "fp32-cf", "--no-e2e", "--eval-steps", "1",
-                     "--out", str(out)]) == 0
+    argv = ["speed", "--device", "cpu", "--batch-size", "8", "--steps", "1", "--warmup", "0",
+            "--variants", "fp32-cf", "--no-e2e", "--eval-steps", "1", "--out", str(out)]
+    assert cli_main(argv) == 0
     markdown = (out / "speed.md").read_text()
     assert "longtail speed --device cpu --batch-size 8 --steps 1" in markdown
     assert "Skipped: disabled" in markdown
+
+    # A second measurement into the same folder is refused (before it measures), unless asked.
+    (out / "speed.md").write_text("the first measurement")
+    capsys.readouterr()
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"'{out / 'speed.json'}' exists" in err
+    assert "--overwrite" in err and (out / "speed.md").read_text() == "the first measurement"
+    assert cli_main([*argv, "--overwrite"]) == 0
+    assert "Skipped: disabled" in (out / "speed.md").read_text()
 
 
 def test_parse_variants() -> None:

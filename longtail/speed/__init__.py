@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from longtail.config import SGD_IMPLS, Config, load_config
+from longtail.files import refuse_to_replace
 from longtail.runtime import resolve_device
 from longtail.speed.inference import (
     INFERENCE,
@@ -85,10 +86,13 @@ def run_speed(device: str = "auto", out_dir: str | Path | None = DEFAULT_OUT,
               max_batches: int | None = None, eval_batch_size: int | None = None,
               eval_steps: int = 20, threads: int | None = None, command: str | None = None,
               quiet: bool = False, repeats: int = 2, compile_batch_sizes: list[int] | None = None,
-              sgd: bool = False, loss_curve_steps: int = 0) -> dict:
+              sgd: bool = False, loss_curve_steps: int = 0, overwrite: bool = False) -> dict:
     """Run (a), (b), (c), (d), and with ``compile_batch_sizes`` (e) eager vs compiled, with
     ``sgd`` (f) the SGD implementations, with ``loss_curve_steps`` (g) their loss curves; write
-    ``speed.json`` and ``speed.md`` into ``out_dir`` (None: don't write); return the results."""
+    ``speed.json`` and ``speed.md`` into ``out_dir`` (None: don't write; files there already
+    only with ``overwrite``); return the results."""
+    if out_dir is not None:
+        refuse_to_replace(Path(out_dir), ("speed.json", "speed.md"), overwrite)
     if threads is not None:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -240,6 +244,7 @@ def _sweep_only(args: argparse.Namespace) -> dict:
     time beside it (the floor of any command's start-up)."""
     import sys
 
+    refuse_to_replace(Path(args.out), ("sweep.json", "sweep.md"), args.overwrite)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch"], check=True)
     import_seconds = time.perf_counter() - started
@@ -321,4 +326,5 @@ def run_from_args(args: argparse.Namespace) -> dict:
                      end_to_end=not args.no_e2e,
                      max_batches=args.e2e_batches, eval_steps=args.eval_steps,
                      threads=args.threads, command=command_line(args), repeats=args.repeats,
-                     compile_batch_sizes=sizes, sgd=args.sgd, loss_curve_steps=args.loss_curves)
+                     compile_batch_sizes=sizes, sgd=args.sgd, loss_curve_steps=args.loss_curves,
+                     overwrite=args.overwrite)
