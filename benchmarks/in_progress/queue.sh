@@ -48,15 +48,15 @@ run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${PROTOCOL[@]}"
 # tensorboardX>. Their checkpoint and logs live in runs/ldam_authors_e200 (save.sh carries it).
 if [ -n "${LDAM_AUTHORS:-}" ]; then
     work=runs/ldam_authors_e200
-    # their store_name: dataset_arch_loss_rule_imbtype_imbfactor_expstr
-    ckpt=$work/checkpoint/cifar10_resnet32_LDAM_DRW_exp_0.01_e200/ckpt.pth.tar
+    # Their code names the folder after its arguments (store_name); there is one.
+    ckpt=$(ls "$work"/checkpoint/*/ckpt.pth.tar 2>/dev/null | head -n 1 || true)
     if [ ! -d "$work" ] && [ -d benchmarks/in_progress/ldam_authors_e200 ]; then
         cp -r benchmarks/in_progress/ldam_authors_e200 runs/
     fi
     [ -d /tmp/cifar/cifar-10-batches-py ] ||
         python benchmarks/authors_code/make_pickle.py ../shared/data/cifar10-jpeg /tmp/cifar/cifar-10-batches-py
     done_epochs=0
-    [ -f "$ckpt" ] && done_epochs=$(python -c "import sys, torch; print(torch.load(sys.argv[1], \
+    [ -n "$ckpt" ] && done_epochs=$(python -c "import sys, torch; print(torch.load(sys.argv[1], \
         map_location='cpu', weights_only=True)['epoch'])" "$ckpt")
     if [ "$done_epochs" -ge 200 ]; then
         echo "ldam_authors_e200: finished"
