@@ -39,20 +39,20 @@ run() {
     fi
 }
 
-# The logit-adjustment authors' protocol (1241 epochs): LA loss, then ERM.
+# The logit-adjustment authors' protocol (1241 epochs): the LA loss first; its ERM run (about
+# 9 hours) comes last, after the 3-hour LDAM authors' run.
 run la_authors_protocol cifar10_lt_la_authors "${PROTOCOL[@]}"
-run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${PROTOCOL[@]}"
 
 # The LDAM-DRW authors' code on the same JPEG copy, 200 epochs (benchmarks/README.md), when
 # their repository is given: LDAM_AUTHORS=<kaidic/LDAM-DRW checkout>, EXTRA_PATH=<a folder with
 # tensorboardX>. Their checkpoint and logs live in runs/ldam_authors_e200 (save.sh carries it).
 if [ -n "${LDAM_AUTHORS:-}" ]; then
     work=runs/ldam_authors_e200
-    # Their code names the folder after its arguments (store_name); there is one.
-    ckpt=$(ls "$work"/checkpoint/*/ckpt.pth.tar 2>/dev/null | head -n 1 || true)
     if [ ! -d "$work" ] && [ -d benchmarks/in_progress/ldam_authors_e200 ]; then
         cp -r benchmarks/in_progress/ldam_authors_e200 runs/
     fi
+    # Their code names the folder after its arguments (store_name); there is one.
+    ckpt=$(ls "$work"/checkpoint/*/ckpt.pth.tar 2>/dev/null | head -n 1 || true)
     [ -d /tmp/cifar/cifar-10-batches-py ] ||
         python benchmarks/authors_code/make_pickle.py ../shared/data/cifar10-jpeg /tmp/cifar/cifar-10-batches-py
     done_epochs=0
@@ -71,5 +71,6 @@ if [ -n "${LDAM_AUTHORS:-}" ]; then
             >> "$work/stdout.log" 2>&1
     fi
 fi
+run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${PROTOCOL[@]}"
 exit
 }
