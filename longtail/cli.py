@@ -307,23 +307,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="re-evaluate a finished run directory")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run directory")
     p.add_argument("--alpha", type=float,
                    help="TDE strength α at test time (causal heads); the results go to "
                    "RUN_DIR/eval/alpha_<A>/, leaving the run's own eval/ files as they are")
     p.add_argument("--inference", choices=["plain", "tde", "background_exempted"],
                    help="detection runs: the RoI classifier's inference (default: the run's "
                    "eval.inference); results in RUN_DIR/eval/<inference>[_alpha_<A>]/")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=_eval)
     p = sub.add_parser("sweep", help="sweep a post-hoc knob (α, τ) over a run's saved features",
                        epilog="examples:\n  longtail sweep runs/tde --alpha 0:3:0.1\n"
                        "  longtail sweep runs/ce --tau 0:2:0.1 --method logit_adjust",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a finished run directory (its saved test/validation features)")
     p.add_argument("--alpha", metavar="START:STOP:STEP", help="TDE strength α grid")
     p.add_argument("--tau", metavar="START:STOP:STEP", help="τ grid for --method")
-    p.add_argument("--method", default="logit_adjust", choices=["logit_adjust", "tau_norm"])
+    p.add_argument("--method", default="logit_adjust", choices=["logit_adjust", "tau_norm"],
+                   help="what --tau adjusts: logit_adjust subtracts τ·log prior; tau_norm "
+                   "divides each class weight by its norm to the power τ (default logit_adjust)")
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("synthetic", help="the synthetic studies: logit adjustment's 2-D Gaussians "
@@ -335,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a long-tailed COCO-format detection set of textured shapes (seconds on CPU)")
     p.add_argument("--out", help="output folder (default: runs/synthetic/<study>)")
     p.add_argument("--trials", type=int, default=100, help="independent trials (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the study (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="detection, placed_digits: replace a previous set of the same kind in "
                    "--out (any other non-empty folder is refused)")
@@ -344,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run every method of a benchmark suite under one budget")
     p.add_argument("suite", help="cifar10_lt, cifar100_lt, digits_lt or synthetic_detection "
                    "(the detection rows on `longtail synthetic detection`'s set)")
-    p.add_argument("--budget", default="cpu", choices=["cpu", "paper"])
+    p.add_argument("--budget", default="cpu", choices=["cpu", "paper"],
+                   help="cpu: the reduced *_cpu configs (12 epochs on CIFAR); paper: the papers' "
+                   "schedules (200 epochs on CIFAR) (default cpu)")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds (default: 0)")
     p.add_argument("--data-root", help="dataset root (default: the suite config's)")
     p.add_argument("--ratio", type=float, help="imbalance ratio (default: the config's, 100)")
@@ -354,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value for every run of the suite (repeatable)")
     p.add_argument("--results-root", default="benchmarks/results",
                    help="where the suite's table goes (<results-root>/<suite>/)")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("report", help="a markdown + HTML report (curves, per-class accuracy, "
@@ -375,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", metavar="PATH",
                    help="image files or folders at the run's input size (default: pick from "
                    "--split)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="where images are picked from without --images (default test)")
     p.add_argument("--per-group", type=int, default=3,
                    help="images shown per shot group (many/medium/few), seeded (default 3)")
     p.add_argument("--measure-per-group", type=int, default=0,
@@ -399,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  longtail predict runs/tde photo.png photos/ --topk 3\n"
                        "  longtail predict runs/ce photos/ --logit-adjust --format csv > out.csv",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run directory")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files, or folders scanned recursively for image files")
     p.add_argument("--alpha", type=float, help="TDE strength α (causal heads; default: the run's)")
@@ -417,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  longtail export runs/tde --format onnx\n"
                        "  longtail export runs/ce --format torchscript --out model.pt",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run directory")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"],
                    help="onnx (needs pip install 'longtail[export]') or torchscript")
     p.add_argument("--out", type=Path, metavar="FILE",
@@ -446,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"where speed.json and speed.md go (default: {DEFAULT_SPEED_OUT})")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier measurement in --out")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--steps", type=int, default=50, help="timed model-only steps per variant")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")
     p.add_argument("--repeats", type=int, default=2,

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_train_help_lists_shipped_configs(capsys):
 def test_eval_help(capsys):
     code, out, _ = run_main(["eval", "--help"], capsys)
     assert code == 0
-    assert "run_dir" in out and "--alpha" in out
+    assert "RUN_DIR" in out and "--alpha" in out
 
 
 def test_no_command_is_a_usage_error(capsys):
@@ -125,3 +126,27 @@ def test_quickstart_reuses_finished_runs(tmp_path, capsys):
     second = capsys.readouterr().out
     assert "[quickstart] training" not in second
     assert second.splitlines()[-1].startswith("next: longtail report")
+
+
+def test_cli_reference_names_every_option() -> None:
+    """docs/cli.md (written by docs/make_cli_reference.py) has a section for each command that
+    names every one of its options: a new flag fails here until the script is rerun."""
+    import argparse
+
+    from longtail.cli import build_parser
+
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    sections = {part.split("\n", 1)[0].strip(): part for part in text.split("\n## ")[1:]}
+    parser = build_parser()
+    commands = next(a.choices for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in commands.items():
+        section = sections.get(f"longtail {name}")
+        if section is None:
+            missing.append(f"longtail {name}")
+            continue
+        for action in sub._actions:
+            missing += [f"longtail {name} {o}" for o in action.option_strings
+                        if o.startswith("--") and o not in section]
+    assert not missing, f"not in docs/cli.md (run python docs/make_cli_reference.py): {missing}"
