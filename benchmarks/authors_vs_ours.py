@@ -1,10 +1,12 @@
-"""Tabulate the TDE authors' code against longtail on the same data and schedule.
+"""Tabulate an authors' code against longtail on the same data and schedule.
 
     python benchmarks/authors_vs_ours.py --authors LOG [LOG ...] --ours RUN [RUN ...] --out DIR
 
-``LOG``: the stdout of ``authors_code/drive.py`` (their code evaluates TDE α=1 on the CIFAR test
-set after every epoch, or only after the last with EVAL_LAST_ONLY, and at the end the epoch
-that scored best on it). ``RUN``: a longtail run directory, or a bench row file
+``LOG``: the stdout of ``authors_code/drive.py`` (the TDE authors' code evaluates TDE α=1 on the
+CIFAR test set after every epoch, or only after the last with EVAL_LAST_ONLY, and at the end the
+epoch that scored best on it) or of ``authors_code/drive_la.py`` (the logit-adjustment authors'
+code prints the test top-1 of every evaluated epoch, no shot groups, and the driver each
+epoch's wall-clock seconds). ``RUN``: a longtail run directory, or a bench row file
 (``results/cifar10_lt_paper/rows/deconfound.json``: its ``--ours-label`` row, the α = 1 one by
 default). Writes ``DIR/results.md`` and ``DIR/results.csv``: top-1 of the last epoch per seed
 (what we compare), the authors' best-on-test epoch for reference, mean ± sample std.
@@ -23,11 +25,16 @@ ACC = re.compile(r"Evaluation_accuracy_micro_top1: ([0-9.]+)")
 SHOTS = re.compile(r"Many_shot_accuracy_top1: ([0-9.]+) Median_shot_accuracy_top1: ([0-9.]+) "
                    r"Low_shot_accuracy_top1: ([0-9.]+)")
 EPOCHS = re.compile(r"Epoch: \[\d+/(\d+)\]")
+LA_ACC = re.compile(r"Test accuracy: ([0-9.]+)$")
+LA_EPOCH = re.compile(r"^epoch (\d+) seconds ([0-9.]+)$", re.M)
+LA_PLAN = re.compile(r"^drive_la: (\d+) epochs", re.M)
 TDE_ROW = "De-confound-TDE, α=1 (paper's CIFAR-10 value)"
 
 
 def authors_run(log: Path) -> dict:
     text = log.read_text()
+    if LA_EPOCH.search(text):
+        return authors_la_run(log, text)
     epochs = int(EPOCHS.search(text).group(1))
     accs = [100 * float(a) for a in ACC.findall(text)]
     shots = [[100 * float(v) for v in m] for m in SHOTS.findall(text)]
@@ -44,7 +51,24 @@ def authors_run(log: Path) -> dict:
     many, medium, few = shots[last_index]
     every_epoch = finished and len(accs) - 1 == epochs
     return {"run": str(log), "top1": last, "many": many, "medium": medium, "few": few,
-            "best_on_test": max(accs[:-1]) if every_epoch else None}
+            "best_on_test": max(accs[:-1]) if every_epoch else None, "epoch_seconds": None}
+
+
+def authors_la_run(log: Path, text: str) -> dict:
+    plan = LA_PLAN.search(text)
+    epochs = int(plan.group(1)) if plan else 1241  # without EPOCHS: their whole schedule
+    seconds = [float(s) for e, s in LA_EPOCH.findall(text)]
+    # A skipped evaluation (EVAL_EVERY) prints "skipped", then their own line for the empty
+    # pass ("Test accuracy: 0.0000"), which is not a measurement.
+    lines = text.splitlines()
+    accs = [100 * float(m.group(1)) for i, line in enumerate(lines)
+            if (m := LA_ACC.match(line)) and not (i and lines[i - 1] == "Test accuracy: skipped")]
+    if len(seconds) < epochs or not accs:
+        raise SystemExit(f"{log}: not finished ({len(seconds)} of {epochs} epochs)")
+    every_epoch = "Test accuracy: skipped" not in text
+    return {"run": str(log), "top1": accs[-1], "many": None, "medium": None, "few": None,
+            "best_on_test": max(accs) if every_epoch else None,
+            "epoch_seconds": statistics.median(seconds[1:] or seconds)}
 
 
 def our_run(run_dir: Path, label: str = TDE_ROW) -> dict:
@@ -55,10 +79,14 @@ def our_run(run_dir: Path, label: str = TDE_ROW) -> dict:
             raise SystemExit(f"{run_dir}: no row labelled {label!r}")
         m = found[0]
         return {"run": f"{run_dir} ({label})", "top1": m["top1"], "many": m["many"],
-                "medium": m["medium"], "few": m["few"], "best_on_test": None}
+                "medium": m["medium"], "few": m["few"], "best_on_test": None,
+                "epoch_seconds": None}
     m = json.loads((run_dir / "eval" / "test_metrics.json").read_text())
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    seconds = [e["epoch_seconds"] for e in epochs if e.get("epoch_seconds") is not None]
     return {"run": str(run_dir), "top1": m["top1"], "many": m["many"], "medium": m["medium"],
-            "few": m["few"], "best_on_test": None}
+            "few": m["few"], "best_on_test": None,
+            "epoch_seconds": statistics.median(seconds[1:] or seconds) if seconds else None}
 
 
 def mean_std(values: list[float | None]) -> str:
@@ -67,6 +95,11 @@ def mean_std(values: list[float | None]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def seconds(runs: list[dict]) -> str:
+    values = [r["epoch_seconds"] for r in runs if r.get("epoch_seconds") is not None]
+    return ", ".join(f"{v:.1f}" for v in values) if values else "—"
 
 
 def main() -> None:
@@ -82,7 +115,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["code", "run", "top1", "many", "medium", "few",
-                                    "best_on_test"])
+                                    "best_on_test", "epoch_seconds"])
         writer.writeheader()
         for code, runs in rows.items():
             for r in runs:
@@ -90,15 +123,16 @@ def main() -> None:
     # No "few" column: CIFAR-10-LT r = 100 has no class under 20 images (their code prints 0.00
     # for the empty group; it stays in results.csv).
     lines = ["| code | seeds | top-1 (last epoch) | many | medium | per seed | "
-             "best epoch on test (seeds evaluated every epoch; reference only) |",
-             "|---|---|---|---|---|---|---|"]
+             "best epoch on test (seeds evaluated every epoch; reference only) | "
+             "seconds an epoch (median after the first) |",
+             "|---|---|---|---|---|---|---|---|"]
     for code, runs in rows.items():
         best = [r["best_on_test"] for r in runs if r["best_on_test"] is not None]
         lines.append(f"| {code} | {len(runs)} | {mean_std([r['top1'] for r in runs])} | "
                      f"{mean_std([r['many'] for r in runs])} | "
                      f"{mean_std([r['medium'] for r in runs])} | "
                      f"{', '.join(format(r['top1'], '.2f') for r in runs)} | "
-                     f"{mean_std(best) if best else '—'} |")
+                     f"{mean_std(best) if best else '—'} | {seconds(runs)} |")
     a = [r["top1"] for r in rows["authors' code"]]
     b = [r["top1"] for r in rows["longtail"]]
     diff = statistics.mean(b) - statistics.mean(a)

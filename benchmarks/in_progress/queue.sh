@@ -1,7 +1,7 @@
 #!/bin/bash
 # The long runs of issue #11, one after the other (two jobs on two cores run far slower than
 # twice). Each starts where its carried copy in benchmarks/in_progress/ stopped, or from zero;
-# a finished run (test_metrics.json written) is skipped. Run from anywhere, in the background:
+# a finished run (eval/test_metrics.json written) is skipped. Run from anywhere, in the background:
 #
 #   nohup bash benchmarks/in_progress/queue.sh > runs/queue.log 2>&1 &
 #
@@ -18,7 +18,7 @@ PROTOCOL=(--set data.dataset=folder --set data.root=../shared/data/cifar10-jpeg
 
 run() {
     local name=$1; shift
-    if [ -f "runs/$name/test_metrics.json" ]; then
+    if [ -f "runs/$name/eval/test_metrics.json" ]; then
         echo "$name: finished"; return
     fi
     if [ ! -d "runs/$name" ] && [ -d "benchmarks/in_progress/$name" ]; then

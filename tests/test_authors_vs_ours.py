@@ -1,0 +1,78 @@
+"""benchmarks/authors_vs_ours.py: what it reads from the logit-adjustment authors' log (through
+drive_la.py) and from a longtail run, and the table it writes. The authors' code is not here;
+the real comparison is in benchmarks/results/la_authors_vs_ours/."""
+
+import json
+import sys
+
+import pytest
+from conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def table():
+    return load_script("benchmarks/authors_vs_ours.py")
+
+
+def la_log(epochs: int, accuracies: dict[int, float], seconds: float = 60.0) -> str:
+    """A drive_la.py log: their lines, with the driver's plan, epoch times and skipped passes."""
+    lines = [f"drive_la: {epochs} epochs, schedule (multiplier, from epoch) [(1.0, 1)]"]
+    for e in range(1, epochs + 1):
+        lines += ["Training loss (for one batch) at step 0: 1.2345",
+                  f"epoch {e} seconds {seconds + (30 if e == 1 else 0):.1f}",
+                  "Training accuracy over epoch: 0.5000"]
+        if e in accuracies:
+            lines.append(f"Test accuracy: {accuracies[e]:.4f}")
+        else:
+            lines += ["Test accuracy: skipped", "Test accuracy: 0.0000"]
+    return "\n".join(lines) + "\n"
+
+
+def our_run(path, top1: float, seconds: list[float]):
+    (path / "eval").mkdir(parents=True)
+    (path / "eval" / "test_metrics.json").write_text(json.dumps(
+        {"top1": top1, "many": 70.0, "medium": 60.0, "few": None}))
+    (path / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": i, "epoch_seconds": s}) + "\n" for i, s in enumerate(seconds)))
+    return path
+
+
+def test_the_last_evaluated_epoch_is_the_result_and_skipped_passes_are_not_measurements(
+        table, tmp_path):
+    log = tmp_path / "authors.log"
+    log.write_text(la_log(4, {2: 0.61, 4: 0.6543}))
+    run = table.authors_run(log)
+    assert run["top1"] == pytest.approx(65.43)
+    assert run["best_on_test"] is None  # not every epoch was evaluated
+    assert run["epoch_seconds"] == 60.0  # the median after the first (slower) epoch
+    assert run["many"] is None  # their code prints no shot groups
+
+    log.write_text(la_log(3, {1: 0.2, 2: 0.7, 3: 0.65}))
+    assert table.authors_run(log)["best_on_test"] == pytest.approx(70.0)
+
+
+def test_an_unfinished_log_is_refused_by_name(table, tmp_path):
+    log = tmp_path / "cut.log"
+    log.write_text(la_log(4, {2: 0.61}).split("epoch 3 seconds")[0])
+    with pytest.raises(SystemExit, match="cut.log: not finished \\(2 of 4 epochs\\)"):
+        table.authors_run(log)
+
+
+def test_table_of_both_codes(table, tmp_path, monkeypatch, capsys):
+    logs = []
+    for seed, acc in ((1, 0.60), (2, 0.64)):
+        logs.append(tmp_path / f"authors_seed{seed}.log")
+        logs[-1].write_text(la_log(2, {2: acc}))
+    runs = [our_run(tmp_path / "ours1", 61.0, [40.0, 20.0, 22.0]),
+            our_run(tmp_path / "ours2", 65.0, [40.0, 24.0, 26.0])]
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["authors_vs_ours.py", "--authors", *map(str, logs),
+                                      "--ours", *map(str, runs), "--out", str(out)])
+    table.main()
+    md = (out / "results.md").read_text()
+    # Means 62.00 and 63.00, sample std of (60, 64) = 2.83; seconds: medians after epoch 1.
+    assert "| authors' code | 2 | 62.00 ± 2.83 |  |  | 60.00, 64.00 | — | 60.0, 60.0 |" in md
+    assert "| longtail | 2 | 63.00 ± 2.83 | 70.00 ± 0.00 | 60.00 ± 0.00 | 61.00, 65.00 | — | " \
+           "21.0, 25.0 |" in md
+    assert "Difference of the means (longtail − authors): +1.00 points" in md
+    assert (out / "results.csv").read_text().count("\n") == 5
