@@ -46,6 +46,10 @@ class DataConfig:
     # crop_flip | crop (no flip: digits, signs, text) | flip | none | imagenet (large images)
     augment: str = "crop_flip"
     crop_padding: int = 4
+    # What the crop's padding reads as (in-memory images): zero = black pixels (torchvision's
+    # RandomCrop(padding=p), the TDE and LDAM authors); mean = the normalisation mean, 0 after
+    # normalising (the LA authors' TensorFlow pads the image after normalising it)
+    crop_fill: str = "zero"
     image_size: int = 224  # large-image pipeline; in-memory image files when resized (below)
     # In-memory image files (folder, list): auto resizes them once, when decoded, to
     # image_size × image_size (shorter side to image_size, centre crop) only if they are not all
@@ -471,6 +475,8 @@ def validate(config: Config) -> None:
          f"unknown dataset '{d.dataset}' (data.dataset): {did_you_mean(d.dataset, DATASETS)}"),
         (d.augment in ("crop_flip", "crop", "flip", "none", "imagenet"),
          f"data.augment must be crop_flip, crop, flip, none or imagenet, got '{d.augment}'"),
+        (d.crop_fill in ("zero", "mean"),
+         f"data.crop_fill must be zero or mean, got '{d.crop_fill}'"),
         (d.resize in ("auto", "always", "never"),
          f"data.resize must be auto, always or never, got '{d.resize}'"),
         (d.resize != "always" or d.dataset in ("folder", "list"),

@@ -279,6 +279,7 @@ def test_relative_yaml_path_is_read_from_the_working_directory(tmp_path, monkeyp
         ("data.max_per_class=0", "data.max_per_class must be >= 1"),
         ("data.profile=linear", "data.profile must be exp, step or none, got 'linear'"),
         ("data.augment=mixup", "data.augment must be"),
+        ("data.crop_fill=gray", "data.crop_fill must be zero or mean, got 'gray'"),
         ("optim.schedule=step", "optim.schedule must be multistep, cosine or constant"),
         ("train.precision=fp8", "train.precision must be bf16, fp16 or fp32, got 'fp8'"),
         ("train.compile=maybe", "train.compile must be true, false or auto, got 'maybe'"),

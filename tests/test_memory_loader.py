@@ -108,6 +108,34 @@ def test_crop_only_never_flips():
     assert shifted > 0
 
 
+@pytest.mark.parametrize("augment", ["crop_flip", "crop"])
+def test_mean_fill_pads_with_what_normalises_to_zero(augment):
+    # The same seed draws the same crops and flips; the padded pixels, found in the zero-fill
+    # batches (value (0 - mean) / std, which no real pixel of 1..255 takes), read 0 with
+    # crop_fill: mean, and every other pixel is unchanged.
+    mean, std = [0.5, 0.25, 0.1], [1.0, 0.5, 0.2]
+    images = random_images(24, h=8, w=7)
+    options = {"batch_size": 8, "augment": augment, "crop_padding": 3, "seed": 5, "mean": mean,
+               "std": std}
+    black = torch.tensor([(0 - m) / s for m, s in zip(mean, std)])[:, None, None]
+    padded_pixels = 0
+    for (zero, y0), (filled, y1) in zip(loader(images, **options),
+                                        loader(images, crop_fill="mean", **options)):
+        assert torch.equal(y0, y1)
+        padding = torch.isclose(zero, black.expand_as(zero[0])).all(dim=1)  # (B, H, W)
+        padded_pixels += int(padding.sum())
+        assert torch.equal(filled[padding[:, None].expand_as(filled)],
+                           torch.zeros(3 * int(padding.sum())))
+        assert torch.equal(filled[~padding[:, None].expand_as(filled)],
+                           zero[~padding[:, None].expand_as(zero)])
+    assert padded_pixels > 0
+
+
+def test_crop_fill_must_be_zero_or_mean():
+    with pytest.raises(ValueError, match="crop_fill must be 'zero' or 'mean', got 'gray'"):
+        loader(random_images(2), crop_fill="gray")
+
+
 def test_flip_only():
     images = random_images(16)
     data = loader(images, batch_size=16, augment="flip", seed=1)

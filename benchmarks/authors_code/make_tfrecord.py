@@ -8,7 +8,11 @@ trained on. Needs tensorflow, numpy and Pillow (their environment, not longtail'
 The images are decoded with PIL as longtail decodes them and stored as their records expect: the
 raw 32x32x3 uint8 bytes (``image/encoded``, read with ``tf.io.decode_raw``) and an int64 label
 (``image/class/label``). Their own TFRecords (a subset of their making) are not used: the point
-is the same images for both codes. The training order is the split's; their loader shuffles.
+is the same images for both codes.
+
+The training records are written in a seeded random order (``--order-seed``), not class by class:
+their loader shuffles through a buffer of 10,000 records, smaller than the 12,406 of the set, so
+from a class-sorted file the rarest classes would come only at the end of every epoch.
 """
 
 import argparse
@@ -56,14 +60,17 @@ def main() -> None:
     parser.add_argument("--split", required=True, help="a longtail run's split.json")
     parser.add_argument("--root", required=True, help="class-folder CIFAR-10 (train/, test/)")
     parser.add_argument("--out", required=True, help="folder for the records (their data_home)")
+    parser.add_argument("--order-seed", type=int, default=0,
+                        help="seed of the training records' order in the file (default 0)")
     args = parser.parse_args()
     with open(args.split) as f:
         split = json.load(f)
     classes, paths, labels = class_folder(os.path.join(args.root, "train"))
     if classes != split["classes"]:
         raise SystemExit(f"{args.split}: classes {split['classes']} are not {classes}")
-    train_paths = [paths[i] for i in split["train"]]
-    train_labels = [labels[i] for i in split["train"]]
+    order = np.random.default_rng(args.order_seed).permutation(split["train"])
+    train_paths = [paths[i] for i in order]
+    train_labels = [labels[i] for i in order]
     counts = np.bincount(train_labels, minlength=len(classes))
     if counts.tolist() != split["counts"]:
         raise SystemExit(f"{args.split}: counts {split['counts']} are not {counts.tolist()}")

@@ -227,7 +227,8 @@ def make_loader(data: DataBundle, part: str, cfg: DataConfig, batch_size: int,
     if images.images is not None:
         return InMemoryLoader(images.images, images.labels, batch_size, data.mean, data.std,
                               device, augment=cfg.augment if train else "none",
-                              crop_padding=cfg.crop_padding, sampler=sampler, shuffle=train,
+                              crop_padding=cfg.crop_padding, crop_fill=cfg.crop_fill,
+                              sampler=sampler, shuffle=train,
                               channels_last=channels_last, seed=seed)
     from longtail.data.loaders import DeviceLoader
 

@@ -27,6 +27,7 @@ class InMemoryLoader:
         device: torch.device,
         augment: str = "none",
         crop_padding: int = 4,
+        crop_fill: str = "zero",
         sampler: object | None = None,
         shuffle: bool = True,
         drop_last: bool = False,
@@ -39,6 +40,9 @@ class InMemoryLoader:
         self.device = device
         self.augment = augment
         self.crop_padding = crop_padding
+        if crop_fill not in ("zero", "mean"):
+            raise ValueError(f"crop_fill must be 'zero' or 'mean', got {crop_fill!r}")
+        self.crop_fill = crop_fill
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.channels_last = channels_last
@@ -75,16 +79,23 @@ class InMemoryLoader:
         order = order.to(self.device, non_blocking=True)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start: start + self.batch_size]
-            batch = self.images[idx]
+            batch, padding = self.images[idx], None
             if self.augment in ("crop_flip", "crop", "flip"):
-                batch = self._augment(batch, generator)
-            yield self._to_float(batch), self.labels[idx]
+                batch, padding = self._augment(batch, generator)
+            x = self._to_float(batch)
+            if padding is not None:
+                x = x.masked_fill(padding[:, None], 0.0)
+            yield x, self.labels[idx]
 
-    def _augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _augment(self, batch: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Random crop with zero padding (as torchvision's RandomCrop(padding=p)) and/or
         horizontal flip (``crop``: no flip, for images whose meaning a mirror changes: digits,
-        signs, text), for the whole batch in a few tensor ops. ``batch`` is uint8 (B, H, W, C)."""
+        signs, text), for the whole batch in a few tensor ops. ``batch`` is uint8 (B, H, W, C).
+        Also returns, with ``crop_fill: mean``, the (B, H, W) mask of the pixels that came from
+        the padding (None otherwise)."""
         b, h, w, _ = batch.shape
+        outside = None
         # Under torchrun this batch holds positions rank::world of the global batch (a
         # distributed.ShardedSampler): draw for the whole global batch and keep those rows, so the
         # crops equal a one-process run's and no two processes repeat the same draws.
@@ -98,10 +109,16 @@ class InMemoryLoader:
             rows = (dy[:, None] + torch.arange(h, device=self.device))[:, :, None]
             cols = (dx[:, None] + torch.arange(w, device=self.device))[:, None, :]
             batch = padded[torch.arange(b, device=self.device)[:, None, None], rows, cols]
+            if self.crop_fill == "mean":
+                # Padding that reads as the mean (0 once normalised), as in code that pads the
+                # normalised image (the LA authors' tf.image.resize_with_crop_or_pad on x/255-0.5).
+                outside = (rows < p) | (rows >= p + h) | (cols < p) | (cols >= p + w)
         if self.augment == "crop":
-            return batch
+            return batch, outside
         flip = (torch.rand(n, generator=generator) < 0.5)[rank::world].to(self.device)
-        return torch.where(flip[:, None, None, None], batch.flip(2), batch)
+        if outside is not None:
+            outside = torch.where(flip[:, None, None], outside.flip(2), outside)
+        return torch.where(flip[:, None, None, None], batch.flip(2), batch), outside
 
     def _to_float(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.permute(0, 3, 1, 2).float()  # NHWC storage == channels_last layout
