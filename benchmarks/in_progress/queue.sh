@@ -71,6 +71,8 @@ if [ -n "${LDAM_AUTHORS:-}" ]; then
             >> "$work/stdout.log" 2>&1
     fi
 fi
-run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${PROTOCOL[@]}"
+# Black crop padding, as the LA run above (started before data.crop_fill existed): a pair.
+run la_authors_erm cifar10_lt_la_authors --set loss.name=ce --set data.crop_fill=zero \
+    "${PROTOCOL[@]}"
 exit
 }
