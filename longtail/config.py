@@ -477,6 +477,9 @@ def validate(config: Config) -> None:
          f"data.augment must be crop_flip, crop, flip, none or imagenet, got '{d.augment}'"),
         (d.crop_fill in ("zero", "mean"),
          f"data.crop_fill must be zero or mean, got '{d.crop_fill}'"),
+        (d.crop_fill == "zero" or (d.in_memory and d.augment in ("crop_flip", "crop")),
+         f"data.crop_fill: mean fills the in-memory random crop's padding; it has no effect with "
+         f"data.augment '{d.augment}' (data.in_memory {d.in_memory})"),
         (d.resize in ("auto", "always", "never"),
          f"data.resize must be auto, always or never, got '{d.resize}'"),
         (d.resize != "always" or d.dataset in ("folder", "list"),

@@ -280,6 +280,8 @@ def test_relative_yaml_path_is_read_from_the_working_directory(tmp_path, monkeyp
         ("data.profile=linear", "data.profile must be exp, step or none, got 'linear'"),
         ("data.augment=mixup", "data.augment must be"),
         ("data.crop_fill=gray", "data.crop_fill must be zero or mean, got 'gray'"),
+        ("data.crop_fill=mean", "data.crop_fill: mean fills the in-memory random crop's padding; "
+                                "it has no effect with data.augment 'none'"),
         ("optim.schedule=step", "optim.schedule must be multistep, cosine or constant"),
         ("train.precision=fp8", "train.precision must be bf16, fp16 or fp32, got 'fp8'"),
         ("train.compile=maybe", "train.compile must be true, false or auto, got 'maybe'"),

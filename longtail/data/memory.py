@@ -84,7 +84,7 @@ class InMemoryLoader:
                 batch, padding = self._augment(batch, generator)
             x = self._to_float(batch)
             if padding is not None:
-                x = x.masked_fill(padding[:, None], 0.0)
+                x.masked_fill_(padding[:, None], 0.0)  # x is this batch's own tensor
             yield x, self.labels[idx]
 
     def _augment(self, batch: torch.Tensor,
