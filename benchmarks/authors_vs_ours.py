@@ -1,6 +1,7 @@
 """Tabulate an authors' code against longtail on the same data and schedule.
 
     python benchmarks/authors_vs_ours.py --authors LOG [LOG ...] --ours RUN [RUN ...] --out DIR
+        [--also LABEL RUN [RUN ...]]...
 
 ``LOG``: the stdout of ``authors_code/drive.py`` (the TDE authors' code evaluates TDE α=1 on the
 CIFAR test set after every epoch, or only after the last with EVAL_LAST_ONLY, and at the end the
@@ -108,10 +109,17 @@ def main() -> None:
     parser.add_argument("--ours", nargs="+", type=Path, required=True)
     parser.add_argument("--ours-label", default=TDE_ROW,
                         help="the row of a bench row file passed to --ours")
+    parser.add_argument("--also", nargs="+", action="append", default=[],
+                        metavar=("LABEL", "RUN"),
+                        help="another row of longtail runs: its label, then its run directories")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     rows = {"authors' code": [authors_run(p) for p in args.authors],
             "longtail": [our_run(p, args.ours_label) for p in args.ours]}
+    for label, *runs in args.also:
+        if not runs:
+            parser.error(f"--also {label!r}: no run directory after the label")
+        rows[label] = [our_run(Path(p), args.ours_label) for p in runs]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["code", "run", "top1", "many", "medium", "few",
@@ -134,12 +142,14 @@ def main() -> None:
                      f"{', '.join(format(r['top1'], '.2f') for r in runs)} | "
                      f"{mean_std(best) if best else '—'} | {seconds(runs)} |")
     a = [r["top1"] for r in rows["authors' code"]]
-    b = [r["top1"] for r in rows["longtail"]]
-    diff = statistics.mean(b) - statistics.mean(a)
-    spread = max(statistics.stdev(a) if len(a) > 1 else 0.0,
-                 statistics.stdev(b) if len(b) > 1 else 0.0)
-    lines += ["", f"Difference of the means (longtail − authors): {diff:+.2f} points; the larger "
-              f"seed std is {spread:.2f}."]
+    lines.append("")
+    for code, runs in list(rows.items())[1:]:
+        b = [r["top1"] for r in runs]
+        diff = statistics.mean(b) - statistics.mean(a)
+        spread = max(statistics.stdev(a) if len(a) > 1 else 0.0,
+                     statistics.stdev(b) if len(b) > 1 else 0.0)
+        lines.append(f"Difference of the means ({code} − authors): {diff:+.2f} points; the "
+                     f"larger seed std is {spread:.2f}.")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -76,3 +76,35 @@ def test_table_of_both_codes(table, tmp_path, monkeypatch, capsys):
            "21.0, 25.0 |" in md
     assert "Difference of the means (longtail − authors): +1.00 points" in md
     assert (out / "results.csv").read_text().count("\n") == 5
+
+
+def test_another_group_of_ours_is_a_row_of_its_own_compared_with_the_authors(
+        table, tmp_path, monkeypatch):
+    log = tmp_path / "authors.log"
+    log.write_text(la_log(2, {2: 0.66}))
+    ours = our_run(tmp_path / "ours", 64.0, [30.0, 25.0])
+    grey = [our_run(tmp_path / "grey1", 66.0, [30.0, 25.0]),
+            our_run(tmp_path / "grey2", 67.0, [30.0, 27.0])]
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["authors_vs_ours.py", "--authors", str(log),
+                                      "--ours", str(ours), "--also", "grey padding",
+                                      *map(str, grey), "--out", str(out)])
+    table.main()
+    md = (out / "results.md").read_text()
+    # One seed a side has no std; the grey pair: mean 66.5, sample std of (66, 67) = 0.71.
+    assert "| grey padding | 2 | 66.50 ± 0.71 | 70.00 ± 0.00 | 60.00 ± 0.00 | 66.00, 67.00 |" in md
+    assert "Difference of the means (longtail − authors): -2.00 points; the larger seed std " \
+           "is 0.00." in md
+    assert "Difference of the means (grey padding − authors): +0.50 points; the larger seed " \
+           "std is 0.71." in md
+
+
+def test_a_label_with_no_runs_is_refused(table, tmp_path, monkeypatch, capsys):
+    log = tmp_path / "authors.log"
+    log.write_text(la_log(2, {2: 0.66}))
+    ours = our_run(tmp_path / "ours", 64.0, [30.0, 25.0])
+    monkeypatch.setattr(sys, "argv", ["authors_vs_ours.py", "--authors", str(log), "--ours",
+                                      str(ours), "--also", "grey", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        table.main()
+    assert "--also 'grey': no run directory after the label" in capsys.readouterr().err
