@@ -109,13 +109,14 @@ def main() -> None:
     parser.add_argument("--ours", nargs="+", type=Path, required=True)
     parser.add_argument("--ours-label", default=TDE_ROW,
                         help="the row of a bench row file passed to --ours")
+    parser.add_argument("--ours-name", default="longtail", help="the table's name of --ours")
     parser.add_argument("--also", nargs="+", action="append", default=[],
                         metavar=("LABEL", "RUN"),
                         help="another row of longtail runs: its label, then its run directories")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     rows = {"authors' code": [authors_run(p) for p in args.authors],
-            "longtail": [our_run(p, args.ours_label) for p in args.ours]}
+            args.ours_name: [our_run(p, args.ours_label) for p in args.ours]}
     for label, *runs in args.also:
         if not runs:
             parser.error(f"--also {label!r}: no run directory after the label")

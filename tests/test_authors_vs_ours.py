@@ -87,14 +87,16 @@ def test_another_group_of_ours_is_a_row_of_its_own_compared_with_the_authors(
             our_run(tmp_path / "grey2", 67.0, [30.0, 27.0])]
     out = tmp_path / "out"
     monkeypatch.setattr(sys, "argv", ["authors_vs_ours.py", "--authors", str(log),
-                                      "--ours", str(ours), "--also", "grey padding",
+                                      "--ours", str(ours), "--ours-name", "black padding",
+                                      "--also", "grey padding",
                                       *map(str, grey), "--out", str(out)])
     table.main()
     md = (out / "results.md").read_text()
     # One seed a side has no std; the grey pair: mean 66.5, sample std of (66, 67) = 0.71.
     assert "| grey padding | 2 | 66.50 ± 0.71 | 70.00 ± 0.00 | 60.00 ± 0.00 | 66.00, 67.00 |" in md
-    assert "Difference of the means (longtail − authors): -2.00 points; the larger seed std " \
-           "is 0.00." in md
+    assert "| black padding | 1 | 64.00 |" in md
+    assert "Difference of the means (black padding − authors): -2.00 points; the larger seed " \
+           "std is 0.00." in md
     assert "Difference of the means (grey padding − authors): +0.50 points; the larger seed " \
            "std is 0.71." in md
 
