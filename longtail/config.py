@@ -50,6 +50,9 @@ class DataConfig:
     # RandomCrop(padding=p), the TDE and LDAM authors); mean = the normalisation mean, 0 after
     # normalising (the LA authors' TensorFlow pads the image after normalising it)
     crop_fill: str = "zero"
+    # Drop each training epoch's last partial batch (as a DataLoader's drop_last, or TensorFlow's
+    # drop_remainder in the LA authors' code); evaluation always sees every image.
+    drop_last: bool = False
     image_size: int = 224  # large-image pipeline; in-memory image files when resized (below)
     # In-memory image files (folder, list): auto resizes them once, when decoded, to
     # image_size × image_size (shorter side to image_size, centre crop) only if they are not all

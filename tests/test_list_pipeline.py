@@ -180,3 +180,33 @@ def test_crop_augmentation_never_flips_large_images():
     kinds = [type(t) for t in imagenet_transforms(True, 32, [0.5] * 3, [0.5] * 3,
                                                   flip=False).transforms]
     assert v2.RandomHorizontalFlip not in kinds and v2.RandomResizedCrop in kinds
+
+
+@pytest.mark.parametrize("drop_last, sizes", [(False, [5, 5, 2]), (True, [5, 5])])
+def test_drop_last_drops_only_the_training_epochs_partial_batch(
+        tree: tuple[Path, dict[str, Path]], drop_last: bool, sizes: list[int]) -> None:
+    from longtail.data import make_loader
+
+    root, lists = tree
+    config = load_config("imagenet_lt", _overrides(root, lists) + [
+        "data.num_workers=0", f"data.drop_last={str(drop_last).lower()}"])
+    data = build_data(config.data)
+    cpu = torch.device("cpu")
+    loader = make_loader(data, "train", config.data, 5, cpu, train=True)  # 12 images
+    assert len(loader) == len(sizes)
+    assert [len(y) for _, y in loader] == sizes
+    test = make_loader(data, "test", config.data, 4, cpu)  # 6 images: never dropped
+    assert [len(y) for _, y in test] == [4, 2]
+
+
+def test_drop_last_with_less_than_one_batch_is_a_one_line_error(
+        tree: tuple[Path, dict[str, Path]]) -> None:
+    from longtail.data import make_loader
+
+    root, lists = tree
+    config = load_config("imagenet_lt", _overrides(root, lists) + [
+        "data.num_workers=0", "data.drop_last=true"])
+    data = build_data(config.data)
+    with pytest.raises(DataError, match="data.drop_last: an epoch draws fewer images than one "
+                                        "batch of 16"):
+        make_loader(data, "train", config.data, 16, torch.device("cpu"), train=True)

@@ -201,3 +201,20 @@ def test_sampler_decides_the_order():
     images = random_images(6)
     data = loader(images, sampler=Reverse())
     assert torch.cat([y for _, y in data]).tolist() == [5, 4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_make_loader_passes_drop_last_to_the_training_loader_only(drop_last):
+    from longtail.config import load_config
+    from longtail.data import build_data, make_loader
+
+    config = load_config("quickstart", [f"data.drop_last={str(drop_last).lower()}"])
+    data = build_data(config.data)
+    cpu = torch.device("cpu")
+    n_train, n_test = len(data.train.labels), len(data.test.labels)
+    batch = 7
+    assert n_train % batch and n_test % batch  # both end in a partial batch
+    train = make_loader(data, "train", config.data, batch, cpu, train=True)
+    full = n_train // batch
+    assert len(train) == (full if drop_last else full + 1)
+    assert len(make_loader(data, "test", config.data, batch, cpu)) == -(-n_test // batch)

@@ -102,3 +102,4 @@ def test_the_recipe_is_the_authors() -> None:
     assert config.loss.name == "logit_adjusted" and config.loss.args == {"tau": 1.0}
     assert config.data.mean == [0.5] * 3 and config.data.std == [1.0] * 3
     assert config.data.crop_fill == "mean"  # they pad the normalised image: grey, not black
+    assert config.data.drop_last  # drop_remainder: 96 steps an epoch of 12,406 images

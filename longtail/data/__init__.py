@@ -224,17 +224,24 @@ def make_loader(data: DataBundle, part: str, cfg: DataConfig, batch_size: int,
     """Batches of ``part`` ('train', 'val', 'test') on ``device``; training batches are shuffled
     by ``sampler`` and augmented."""
     images: ImageSet = getattr(data, part)
+    drop_last = train and cfg.drop_last
     if images.images is not None:
-        return InMemoryLoader(images.images, images.labels, batch_size, data.mean, data.std,
-                              device, augment=cfg.augment if train else "none",
-                              crop_padding=cfg.crop_padding, crop_fill=cfg.crop_fill,
-                              sampler=sampler, shuffle=train,
-                              channels_last=channels_last, seed=seed)
-    from longtail.data.loaders import DeviceLoader
+        loader = InMemoryLoader(images.images, images.labels, batch_size, data.mean, data.std,
+                                device, augment=cfg.augment if train else "none",
+                                crop_padding=cfg.crop_padding, crop_fill=cfg.crop_fill,
+                                sampler=sampler, shuffle=train, drop_last=drop_last,
+                                channels_last=channels_last, seed=seed)
+    else:
+        from longtail.data.loaders import DeviceLoader
 
-    return DeviceLoader(images, batch_size, train, device, cfg.image_size, data.mean, data.std,
-                        cfg.num_workers, sampler, seed, channels_last,
-                        augment=cfg.augment)
+        loader = DeviceLoader(images, batch_size, train, device, cfg.image_size, data.mean,
+                              data.std, cfg.num_workers, sampler, seed, channels_last,
+                              augment=cfg.augment, drop_last=drop_last)
+    if drop_last and len(loader) == 0:
+        raise DataError(f"data.drop_last: an epoch draws fewer images than one batch of "
+                        f"{batch_size}, so no batch would be left to train; set "
+                        f"data.drop_last: false or a smaller train.batch_size")
+    return loader
 
 
 __all__ += ["create_sampler", "shot_group"]

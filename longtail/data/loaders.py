@@ -57,7 +57,7 @@ class DeviceLoader:
     def __init__(self, images: ImageSet, batch_size: int, train: bool, device: torch.device,
                  image_size: int, mean: list[float], std: list[float], num_workers: int = 4,
                  sampler: object | None = None, seed: int = 0, channels_last: bool = False,
-                 augment: str = "imagenet") -> None:
+                 augment: str = "imagenet", drop_last: bool = False) -> None:
         self.device = device
         self.channels_last = channels_last
         transform = imagenet_transforms(train and augment != "none", image_size, mean, std,
@@ -71,7 +71,7 @@ class DeviceLoader:
         self.loader = DataLoader(
             PathDataset(images, transform), batch_size=batch_size, sampler=order,
             shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda",
-            drop_last=False, persistent_workers=num_workers > 0, generator=workers_rng,
+            drop_last=drop_last, persistent_workers=num_workers > 0, generator=workers_rng,
         )
 
     def set_epoch(self, epoch: int) -> None:
