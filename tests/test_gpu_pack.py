@@ -82,3 +82,16 @@ def test_the_gpu_config_is_the_paper_tde_recipe_on_the_pack():
     assert config.train.epochs == shipped.train.epochs == 200
     assert (config.train.compile, config.train.precision, config.train.channels_last) == \
         (True, "bf16", True)
+
+
+def test_the_gpu_la_config_is_the_carried_la_run_on_its_pack():
+    config = load_config(str(REPO / "benchmarks" / "gpu" / "cifar10_lt_la_authors_pack.yaml"))
+    shipped = load_config("cifar10_lt_la_authors")
+    assert (config.data.dataset, config.data.profile, config.data.val_list) == \
+        ("list", "none", None)
+    assert config.data.train_list == "gpu_pack_la/train.txt"
+    assert config.model == shipped.model and config.optim == shipped.optim
+    assert config.loss == shipped.loss and config.train.epochs == 1241
+    # the protocol's padding and dropped batch; the carried run's training seed and evaluations
+    assert (config.data.crop_fill, config.data.drop_last) == ("mean", True)
+    assert (config.train.seed, config.train.eval_every) == (1, 50)
