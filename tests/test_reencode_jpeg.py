@@ -1,0 +1,71 @@
+"""benchmarks/reencode_jpeg.py: the same images, same paths and chroma, lower quality."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import load_script
+from PIL import Image, JpegImagePlugin
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("benchmarks/reencode_jpeg.py")
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    for part, cls, i in [("train", "cat", 0), ("train", "cat", 1), ("train", "dog", 0),
+                         ("test", "dog", 0)]:
+        (src / part / cls).mkdir(parents=True, exist_ok=True)
+        # smooth colour blobs plus noise: something JPEG has to quantise
+        base = rng.integers(0, 256, (4, 4, 3)).repeat(8, 0).repeat(8, 1)
+        pixels = np.clip(base + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(src / part / cls / f"{i:04d}.jpg", quality=90,
+                                     subsampling=2)
+    return src
+
+
+def decoded(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_same_paths_and_chroma_lower_quality(script, tree, tmp_path):
+    out = tmp_path / "q30"
+    info = script.reencode(tree, out, 30)
+    sources = sorted(p.relative_to(tree) for p in tree.rglob("*.jpg"))
+    assert sorted(p.relative_to(out) for p in out.rglob("*.jpg")) == sources
+    for rel in sources:
+        with Image.open(out / rel) as image:
+            assert JpegImagePlugin.get_sampling(image) == 2  # 4:2:0 kept
+        # what it writes is the source's pixels saved at quality 30, 4:2:0
+        expected = io.BytesIO()
+        Image.fromarray(decoded(tree / rel).astype(np.uint8)).save(
+            expected, "JPEG", quality=30, subsampling=2)
+        assert (out / rel).read_bytes() == expected.getvalue()
+    assert info["images"] == 4 and info["quality"] == 30
+    assert info["mean_bytes_reencoded"] < info["mean_bytes_source"]
+    assert json.loads((out / "reencode.json").read_text()) == info
+
+
+def test_lower_quality_moves_pixels_further(script, tree, tmp_path):
+    high, low = tmp_path / "q80", tmp_path / "q20"
+    script.reencode(tree, high, 80)
+    script.reencode(tree, low, 20)
+    rel = next(p.relative_to(tree) for p in tree.rglob("*.jpg"))
+    source = decoded(tree / rel)
+    assert np.abs(decoded(low / rel) - source).mean() > np.abs(decoded(high / rel) - source).mean()
+
+
+def test_bad_arguments_are_one_line(script, tree, tmp_path, capsys):
+    assert script.main(["--src", str(tree), "--out", str(tmp_path / "x"), "--quality", "0"]) == 2
+    assert "--quality must be in 1..95 (Pillow's useful range), got 0" in capsys.readouterr().err
+    assert script.main(["--src", str(tmp_path / "empty"), "--out", str(tmp_path / "y"),
+                        "--quality", "50"]) == 2
+    assert "no .jpg/.jpeg files under" in capsys.readouterr().err
+    assert script.main(["--src", str(tree), "--out", str(tree), "--quality", "50"]) == 2
+    assert "is not empty; give a new folder" in capsys.readouterr().err
