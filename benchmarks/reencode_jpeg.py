@@ -37,12 +37,15 @@ def reencode(src: Path, out: Path, quality: int) -> dict:
     for path in files:
         target = out / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as image:
-            # Keep the source's chroma subsampling (4:2:0 for the CIFAR copy): only the
-            # quantisation changes.
-            sampling = JpegImagePlugin.get_sampling(image)
-            image.convert("RGB").save(target, "JPEG", quality=quality,
-                                      subsampling=sampling if sampling >= 0 else 2)
+        try:
+            with Image.open(path) as image:
+                # Keep the source's chroma subsampling (4:2:0 for the CIFAR copy): only the
+                # quantisation changes.
+                sampling = JpegImagePlugin.get_sampling(image)
+                image.convert("RGB").save(target, "JPEG", quality=quality,
+                                          subsampling=sampling if sampling >= 0 else 2)
+        except OSError as err:  # unreadable or not an image (PIL's errors are OSErrors)
+            raise ValueError(f"'{path}': cannot re-encode it ({err})") from None
         before += path.stat().st_size
         after += target.stat().st_size
     info = {"source": str(src), "quality": quality, "images": len(files),

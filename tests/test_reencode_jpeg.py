@@ -69,3 +69,11 @@ def test_bad_arguments_are_one_line(script, tree, tmp_path, capsys):
     assert "no .jpg/.jpeg files under" in capsys.readouterr().err
     assert script.main(["--src", str(tree), "--out", str(tree), "--quality", "50"]) == 2
     assert "is not empty; give a new folder" in capsys.readouterr().err
+
+
+def test_a_corrupt_image_is_named_in_one_line(script, tree, tmp_path, capsys):
+    bad = tree / "train" / "cat" / "0001.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert script.main(["--src", str(tree), "--out", str(tmp_path / "q50"), "--quality", "50"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{bad}': cannot re-encode it" in err

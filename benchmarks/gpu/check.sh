@@ -7,7 +7,7 @@
 #                                         # (1241 epochs) as run NAME, e.g. `la la_authors_erm
 #                                         # --set loss.name=ce`; resumes runs/gpu/NAME if carried
 # speed and train need gpu_pack/, la gpu_pack_la/ (benchmarks/gpu/pack_split.py; carried:
-# `carry: ["gpu_pack"]`). Writes under $OUT (the device tool's folder that comes back) or
+# `carry: ["gpu_pack"]` or `["gpu_pack_la", "runs/gpu/NAME"]`). Writes under $OUT (the device tool's folder that comes back) or
 # runs/gpu. Extra arguments go to longtail, e.g. `DEVICE=cpu bash benchmarks/gpu/check.sh train
 # --set train.epochs=1` as a smoke test here. LIMIT (seconds, default 540) stops the la stage
 # inside the device tool's 10 minutes a call; it resumes from its last epoch next call.
