@@ -11,16 +11,20 @@ source, under the same relative path, so a seeded long-tailed subset picks the s
     python benchmarks/reencode_jpeg.py --src ../shared/data/cifar10-jpeg --quality 50 \\
         --out /tmp/cifar10-q50
 
-``--out/reencode.json`` records the source, quality, image count and mean file sizes.
+``--out/reencode.json`` records the source, quality, image count, mean file sizes and how far the
+pixels moved: the PSNR of the re-encoded pixels against the source's, over all images' pixels
+pooled (``10 · log10(255² / MSE)``), and the mean absolute change of a pixel value.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, JpegImagePlugin
 
 SUFFIXES = {".jpg", ".jpeg"}
@@ -34,6 +38,7 @@ def reencode(src: Path, out: Path, quality: int) -> dict:
     if not files:
         raise ValueError(f"no .jpg/.jpeg files under '{src}'")
     before = after = 0
+    squared = absolute = values = 0.0
     for path in files:
         target = out / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,15 +47,24 @@ def reencode(src: Path, out: Path, quality: int) -> dict:
                 # Keep the source's chroma subsampling (4:2:0 for the CIFAR copy): only the
                 # quantisation changes.
                 sampling = JpegImagePlugin.get_sampling(image)
-                image.convert("RGB").save(target, "JPEG", quality=quality,
-                                          subsampling=sampling if sampling >= 0 else 2)
+                rgb = image.convert("RGB")
+                rgb.save(target, "JPEG", quality=quality,
+                         subsampling=sampling if sampling >= 0 else 2)
         except OSError as err:  # unreadable or not an image (PIL's errors are OSErrors)
             raise ValueError(f"'{path}': cannot re-encode it ({err})") from None
+        with Image.open(target) as written:
+            change = np.asarray(written.convert("RGB"), np.float64) - np.asarray(rgb, np.float64)
+        squared += float((change ** 2).sum())
+        absolute += float(np.abs(change).sum())
+        values += change.size
         before += path.stat().st_size
         after += target.stat().st_size
     info = {"source": str(src), "quality": quality, "images": len(files),
             "mean_bytes_source": round(before / len(files), 1),
-            "mean_bytes_reencoded": round(after / len(files), 1)}
+            "mean_bytes_reencoded": round(after / len(files), 1),
+            "psnr_db_to_source": round(10 * math.log10(255 ** 2 / (squared / values)), 2)
+            if squared else None,  # the same pixels: no finite PSNR
+            "mean_abs_pixel_change": round(absolute / values, 3)}
     (out / "reencode.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -61,6 +61,17 @@ def test_lower_quality_moves_pixels_further(script, tree, tmp_path):
     assert np.abs(decoded(low / rel) - source).mean() > np.abs(decoded(high / rel) - source).mean()
 
 
+def test_record_says_how_far_the_pixels_moved(script, tree, tmp_path):
+    out = tmp_path / "q40"
+    info = script.reencode(tree, out, 40)
+    diffs = np.concatenate([(decoded(out / p.relative_to(tree)) - decoded(p)).ravel()
+                            for p in sorted(tree.rglob("*.jpg"))]).astype(np.float64)
+    mse = (diffs ** 2).mean()  # pooled over every pixel value of the 4 images
+    assert info["psnr_db_to_source"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=0.005)
+    assert info["mean_abs_pixel_change"] == pytest.approx(np.abs(diffs).mean(), abs=5e-4)
+    assert 15 < info["psnr_db_to_source"] < 45  # a real, finite change
+
+
 def test_bad_arguments_are_one_line(script, tree, tmp_path, capsys):
     assert script.main(["--src", str(tree), "--out", str(tmp_path / "x"), "--quality", "0"]) == 2
     assert "--quality must be in 1..95 (Pillow's useful range), got 0" in capsys.readouterr().err
