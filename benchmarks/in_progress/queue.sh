@@ -39,9 +39,9 @@ run() {
     fi
 }
 
-# The logit-adjustment authors' protocol (1241 epochs): the LA loss first; its ERM run (about
-# 9 hours) comes last, after the 3-hour LDAM authors' run.
-run la_authors_protocol cifar10_lt_la_authors "${PROTOCOL[@]}"
+# The logit-adjustment authors' protocol (1241 epochs): its LA-loss run has finished
+# (benchmarks/results/la_authors_protocol/); its ERM run (about 9 hours) comes last, after the
+# 3-hour LDAM authors' run.
 
 # The LDAM-DRW authors' code on the same JPEG copy, 200 epochs (benchmarks/README.md), when
 # their repository is given: LDAM_AUTHORS=<kaidic/LDAM-DRW checkout>, EXTRA_PATH=<a folder with
@@ -71,7 +71,7 @@ if [ -n "${LDAM_AUTHORS:-}" ]; then
             >> "$work/stdout.log" 2>&1
     fi
 fi
-# The authors' grey crop padding (the config's default), unlike the LA run above, which started
+# The authors' grey crop padding (the config's default), unlike the LA-loss run, which started
 # before data.crop_fill existed and pads black: their protocol counts more than the pair, since
 # the grey padding brought ours level with their code at 31 epochs (results/la_authors_vs_ours/).
 run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${PROTOCOL[@]}"
