@@ -10,10 +10,14 @@ scikit-learn (`load_sample_images`: china.jpg, flower.jpg, 427×640). Downsampli
 photographs' own JPEG artefacts. If the stand-in's q75 -> 50 step moves pixels as far as the
 CIFAR copy's does, its original -> q75 step says how far the copy's did.
 
-    python benchmarks/jpeg_distortion_proxy.py --out benchmarks/results/jpeg_dose_response
+    python benchmarks/jpeg_distortion_proxy.py --out benchmarks/results/jpeg_dose_response \
+        [--copy ../shared/data/cifar10-jpeg]
 
 writes ``distortion_proxy_x{factor}.json`` (and prints a table): for each step, the pooled PSNR
-(10 · log10(255² / MSE)) and the mean absolute change of a pixel value.
+(10 · log10(255² / MSE)) and the mean absolute change of a pixel value. The step 75 -> 75 (the
+copy saved again at its own quality) tells the re-encoding's own cost apart from the lower
+quality's. With ``--copy``, the re-encoding steps are measured on ``--copy-images`` images spread
+evenly over that real copy too (``copy_steps``).
 """
 
 from __future__ import annotations
@@ -60,19 +64,36 @@ def distortion(before: list[np.ndarray], after: list[np.ndarray]) -> dict:
             "mean_abs_pixel_change": round(float(np.abs(change).mean()), 3)}
 
 
-def steps(originals: list[np.ndarray], qualities: tuple[int, ...] = (50, 30)) -> dict:
-    """original -> q75, then the q75 copy -> each of ``qualities``."""
+def reencoding(copy: list[np.ndarray], qualities: tuple[int, ...] = (75, 50, 30)) -> dict:
+    """The q75 ``copy`` saved again at each of ``qualities``."""
+    return {f"75 -> {q}": distortion(copy, [jpeg(p, q) for p in copy]) for q in qualities}
+
+
+def steps(originals: list[np.ndarray]) -> dict:
+    """original -> q75, then that copy -> 75, 50 and 30."""
     copy = [jpeg(p, 75) for p in originals]
-    result = {"original -> 75": distortion(originals, copy)}
-    for q in qualities:
-        result[f"75 -> {q}"] = distortion(copy, [jpeg(p, q) for p in copy])
-    return result
+    return {"original -> 75": distortion(originals, copy), **reencoding(copy)}
+
+
+def copy_sample(root: Path, count: int) -> list[np.ndarray]:
+    """``count`` images spread evenly over the sorted JPEGs under ``root``, decoded."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"--copy '{root}': no .jpg/.jpeg files under it")
+    pixels = []
+    for path in files[::max(1, len(files) // count)][:count]:
+        with Image.open(path) as image:
+            pixels.append(np.asarray(image.convert("RGB")))
+    return pixels
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", type=int, default=4, help="area-downsampling factor")
     parser.add_argument("--stride", type=int, default=64, help="pixels between crops")
+    parser.add_argument("--copy", type=Path, help="a real q75 copy: its re-encoding steps too")
+    parser.add_argument("--copy-images", type=int, default=2000,
+                        help="how many of --copy's images (spread evenly)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     from sklearn.datasets import load_sample_images  # ships its photographs: no download
@@ -81,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     originals = tiny_images(photos, args.factor, args.stride)
     result = {"images": len(originals), "factor": args.factor, "stride": args.stride,
               "steps": steps(originals)}
+    if args.copy:
+        sample = copy_sample(args.copy, args.copy_images)
+        result["copy"] = {"root": str(args.copy), "images": len(sample),
+                          "steps": reencoding(sample)}
     args.out.mkdir(parents=True, exist_ok=True)
     record = args.out / f"distortion_proxy_x{args.factor}.json"
     record.write_text(json.dumps(result, indent=2) + "\n")
@@ -89,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| step | PSNR (dB) | mean absolute change |\n|---|---|---|")
     for step, d in result["steps"].items():
         print(f"| {step} | {d['psnr_db']} | {d['mean_abs_pixel_change']} |")
+    if args.copy:
+        print(f"\n{result['copy']['images']} images of {args.copy}, saved again:")
+        print("| step | PSNR (dB) | mean absolute change |\n|---|---|---|")
+        for step, d in result["copy"]["steps"].items():
+            print(f"| {step} | {d['psnr_db']} | {d['mean_abs_pixel_change']} |")
 
 
 if __name__ == "__main__":

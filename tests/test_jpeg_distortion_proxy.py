@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from conftest import load_script
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,10 @@ def test_steps_lower_quality_moves_the_copy_further(proxy):
     images = [np.clip(base + rng.normal(0, 15, base.shape), 0, 255).astype(np.uint8)
               for _ in range(3)]
     result = proxy.steps(images)
-    assert list(result) == ["original -> 75", "75 -> 50", "75 -> 30"]
+    assert list(result) == ["original -> 75", "75 -> 75", "75 -> 50", "75 -> 30"]
     assert result["75 -> 30"]["psnr_db"] < result["75 -> 50"]["psnr_db"]
+    # Saving a q75 image again at 75 moves it far less than a lower quality does.
+    assert result["75 -> 75"]["psnr_db"] > result["75 -> 50"]["psnr_db"] + 5
 
 
 def test_writes_its_record(proxy, tmp_path, capsys):
@@ -53,3 +56,20 @@ def test_writes_its_record(proxy, tmp_path, capsys):
     # 256-pixel crops 200 apart in two 427×640 photos: 1 row × 2 columns (x = 0, 200) each.
     assert record["images"] == 4 and record["factor"] == 8
     assert "| original -> 75 |" in capsys.readouterr().out
+
+
+def test_a_real_copy_is_sampled_evenly_and_measured(proxy, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "copy"
+    for i in range(6):
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"c{i % 2}" / f"{i}.jpg", quality=75, subsampling=2)
+    assert len(proxy.copy_sample(root, 3)) == 3  # every second of the six sorted files
+    proxy.main(["--out", str(tmp_path / "out"), "--factor", "8", "--stride", "200",
+                "--copy", str(root), "--copy-images", "3"])
+    record = json.loads((tmp_path / "out" / "distortion_proxy_x8.json").read_text())
+    assert record["copy"]["images"] == 3
+    assert list(record["copy"]["steps"]) == ["75 -> 75", "75 -> 50", "75 -> 30"]
+    with pytest.raises(SystemExit, match="no .jpg/.jpeg files"):
+        proxy.copy_sample(tmp_path / "out", 3)
