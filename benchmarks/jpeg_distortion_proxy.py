@@ -25,11 +25,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reencode_jpeg import PixelChange, jpeg_files  # noqa: E402
 
 SIZE = 32
 
@@ -58,10 +61,10 @@ def jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
 
 
 def distortion(before: list[np.ndarray], after: list[np.ndarray]) -> dict:
-    change = np.concatenate([(a.astype(np.float64) - b).ravel() for b, a in zip(before, after)])
-    mse = float((change ** 2).mean())
-    return {"psnr_db": round(10 * math.log10(255 ** 2 / mse), 2) if mse else None,
-            "mean_abs_pixel_change": round(float(np.abs(change).mean()), 3)}
+    moved = PixelChange()
+    for b, a in zip(before, after):
+        moved.add(b, a)
+    return moved.summary()
 
 
 def reencoding(copy: list[np.ndarray], qualities: tuple[int, ...] = (75, 50, 30)) -> dict:
@@ -77,7 +80,7 @@ def steps(originals: list[np.ndarray]) -> dict:
 
 def copy_sample(root: Path, count: int) -> list[np.ndarray]:
     """``count`` images spread evenly over the sorted JPEGs under ``root``, decoded."""
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    files = jpeg_files(root)
     if not files:
         raise SystemExit(f"--copy '{root}': no .jpg/.jpeg files under it")
     pixels = []

@@ -30,15 +30,40 @@ from PIL import Image, JpegImagePlugin
 SUFFIXES = {".jpg", ".jpeg"}
 
 
+def jpeg_files(root: Path) -> list[Path]:
+    """Every .jpg/.jpeg under ``root``, sorted."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES)
+
+
+class PixelChange:
+    """How far pixels moved, pooled over every value added: PSNR ``10 · log10(255² / MSE)``
+    (None for no change) and the mean absolute change, one image at a time (a whole copy does
+    not fit in memory as floats)."""
+
+    def __init__(self) -> None:
+        self.squared = self.absolute = self.values = 0.0
+
+    def add(self, before: np.ndarray, after: np.ndarray) -> None:
+        change = after.astype(np.float64) - before
+        self.squared += float((change ** 2).sum())
+        self.absolute += float(np.abs(change).sum())
+        self.values += change.size
+
+    def summary(self) -> dict:
+        mse = self.squared / self.values
+        return {"psnr_db": round(10 * math.log10(255 ** 2 / mse), 2) if mse else None,
+                "mean_abs_pixel_change": round(self.absolute / self.values, 3)}
+
+
 def reencode(src: Path, out: Path, quality: int) -> dict:
     """Write every JPEG under ``src`` to the same relative path under ``out`` at ``quality``."""
     if not 1 <= quality <= 95:
         raise ValueError(f"--quality must be in 1..95 (Pillow's useful range), got {quality}")
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in SUFFIXES)
+    files = jpeg_files(src)
     if not files:
         raise ValueError(f"no .jpg/.jpeg files under '{src}'")
     before = after = 0
-    squared = absolute = values = 0.0
+    moved = PixelChange()
     for path in files:
         target = out / path.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -53,18 +78,15 @@ def reencode(src: Path, out: Path, quality: int) -> dict:
         except OSError as err:  # unreadable or not an image (PIL's errors are OSErrors)
             raise ValueError(f"'{path}': cannot re-encode it ({err})") from None
         with Image.open(target) as written:
-            change = np.asarray(written.convert("RGB"), np.float64) - np.asarray(rgb, np.float64)
-        squared += float((change ** 2).sum())
-        absolute += float(np.abs(change).sum())
-        values += change.size
+            moved.add(np.asarray(rgb), np.asarray(written.convert("RGB")))
         before += path.stat().st_size
         after += target.stat().st_size
+    change = moved.summary()
     info = {"source": str(src), "quality": quality, "images": len(files),
             "mean_bytes_source": round(before / len(files), 1),
             "mean_bytes_reencoded": round(after / len(files), 1),
-            "psnr_db_to_source": round(10 * math.log10(255 ** 2 / (squared / values)), 2)
-            if squared else None,  # the same pixels: no finite PSNR
-            "mean_abs_pixel_change": round(absolute / values, 3)}
+            "psnr_db_to_source": change["psnr_db"],
+            "mean_abs_pixel_change": change["mean_abs_pixel_change"]}
     (out / "reencode.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
