@@ -27,6 +27,10 @@ from authors_vs_ours import mean_std, our_run  # noqa: E402
 
 
 def data_root(run_dir: Path) -> Path:
+    if not (run_dir / "config.yaml").is_file():
+        # A shell glob such as runs/NAME_seed* also matches the runs' log files.
+        raise SystemExit(f"--runs {run_dir}: not a run directory (no config.yaml in it); "
+                         "give run directories only, e.g. runs/NAME_seed*/")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     root = Path(config["data"]["root"])
     # A relative root is relative to where the run was started: the repository root here.

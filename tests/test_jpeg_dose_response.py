@@ -75,3 +75,14 @@ def test_two_groups_of_one_quality_are_refused(dose, tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit):
         dose.main()
     assert "two --runs groups have the same JPEG quality ([50, 50])" in capsys.readouterr().err
+
+
+def test_a_file_among_the_runs_is_named_in_a_one_line_error(dose, tmp_path, monkeypatch):
+    root = copy(tmp_path / "q75", None)
+    log = tmp_path / "a1.log"
+    log.write_text("training log\n")
+    monkeypatch.setattr(sys, "argv", ["jpeg_dose_response.py", "--runs",
+                                      run(tmp_path / "a1", root, 60.0), str(log),
+                                      "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match=r"a1\.log: not a run directory \(no config\.yaml"):
+        dose.main()
