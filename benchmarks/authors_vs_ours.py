@@ -5,12 +5,15 @@
 
 ``LOG``: the stdout of ``authors_code/drive.py`` (the TDE authors' code evaluates TDE α=1 on the
 CIFAR test set after every epoch, or only after the last with EVAL_LAST_ONLY, and at the end the
-epoch that scored best on it) or of ``authors_code/drive_la.py`` (the logit-adjustment authors'
+epoch that scored best on it), of ``authors_code/drive_la.py`` (the logit-adjustment authors'
 code prints the test top-1 of every evaluated epoch, no shot groups, and the driver each
-epoch's wall-clock seconds). ``RUN``: a longtail run directory, or a bench row file
-(``results/cifar10_lt_paper/rows/deconfound.json``: its ``--ours-label`` row, the α = 1 one by
-default). Writes ``DIR/results.md`` and ``DIR/results.csv``: top-1 of the last epoch per seed
-(what we compare), the authors' best-on-test epoch for reference, mean ± sample std.
+epoch's wall-clock seconds) or of ``authors_code/drive_ldam.py`` (the LDAM-DRW authors' code
+prints each evaluated epoch's top-1 and per-class accuracies, and its class counts; its number
+of epochs is read from the ``log/*/args.txt`` it writes beside that stdout). ``RUN``: a longtail
+run directory, or a bench row file (``results/cifar10_lt_paper/rows/deconfound.json``: its
+``--ours-label`` row, the α = 1 one by default). Writes ``DIR/results.md`` and
+``DIR/results.csv``: top-1 of the last epoch per seed (what we compare), the authors'
+best-on-test epoch for reference, mean ± sample std.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import re
 import statistics
 from pathlib import Path
 
+from longtail.metrics import shot_group
+
 ACC = re.compile(r"Evaluation_accuracy_micro_top1: ([0-9.]+)")
 SHOTS = re.compile(r"Many_shot_accuracy_top1: ([0-9.]+) Median_shot_accuracy_top1: ([0-9.]+) "
                    r"Low_shot_accuracy_top1: ([0-9.]+)")
@@ -29,6 +34,9 @@ EPOCHS = re.compile(r"Epoch: \[\d+/(\d+)\]")
 LA_ACC = re.compile(r"Test accuracy: ([0-9.]+)$")
 LA_EPOCH = re.compile(r"^epoch (\d+) seconds ([0-9.]+)$", re.M)
 LA_PLAN = re.compile(r"^drive_la: (\d+) epochs", re.M)
+LDAM_ACC = re.compile(r"^val Results: Prec@1 ([0-9.]+)")
+LDAM_CLASSES = re.compile(r"^val Class Accuracy: \[([0-9.,]+)\]")
+LDAM_BATCH = re.compile(r"^Epoch: \[(\d+)\]\[(\d+)/(\d+)\].*?Time [0-9.]+ \(([0-9.]+)\)")
 TDE_ROW = "De-confound-TDE, α=1 (paper's CIFAR-10 value)"
 
 
@@ -36,6 +44,8 @@ def authors_run(log: Path) -> dict:
     text = log.read_text()
     if LA_EPOCH.search(text):
         return authors_la_run(log, text)
+    if re.search(LDAM_ACC.pattern, text, re.M):
+        return authors_ldam_run(log, text)
     epochs = int(EPOCHS.search(text).group(1))
     accs = [100 * float(a) for a in ACC.findall(text)]
     shots = [[100 * float(v) for v in m] for m in SHOTS.findall(text)]
@@ -69,6 +79,38 @@ def authors_la_run(log: Path, text: str) -> dict:
     every_epoch = "Test accuracy: skipped" not in text
     return {"run": str(log), "top1": accs[-1], "many": None, "medium": None, "few": None,
             "best_on_test": max(accs) if every_epoch else None,
+            "epoch_seconds": statistics.median(seconds[1:] or seconds)}
+
+
+def authors_ldam_run(log: Path, text: str) -> dict:
+    args = sorted(log.parent.glob("log/*/args.txt"))
+    if not args:
+        raise SystemExit(f"{log}: no log/*/args.txt beside it (their code writes the number of "
+                         "epochs there)")
+    epochs = int(re.search(r"\bepochs=(\d+)", args[-1].read_text()).group(1))
+    counts = json.loads(re.search(r"^cls num list:\n(\[[0-9, ]+\])$", text, re.M).group(1))
+    # Their epochs count from 0; a resumed start repeats the epoch it was cut in, and its
+    # evaluation, when there is one, replaces the earlier start's.
+    epoch, evals, batch_means = None, {}, {}
+    for line in text.splitlines():
+        if m := LDAM_BATCH.match(line):
+            epoch = int(m.group(1))
+            batch_means[epoch] = float(m.group(4)) * int(m.group(3))  # running mean × batches
+        elif (m := LDAM_ACC.match(line)) and epoch is not None:
+            evals[epoch] = {"top1": float(m.group(1))}
+        elif (m := LDAM_CLASSES.match(line)) and epoch in evals:
+            evals[epoch]["classes"] = [100 * float(v) for v in m.group(1).split(",")]
+    if epochs - 1 not in evals:
+        raise SystemExit(f"{log}: not finished (last epoch trained {epoch}, of 0..{epochs - 1})")
+    last = evals[epochs - 1]
+    groups = {"many": [], "medium": [], "few": []}
+    for count, accuracy in zip(counts, last["classes"], strict=True):
+        groups[shot_group(count)].append(accuracy)
+    # Only complete epochs' times: their last printed batch of the epoch (print_freq 10).
+    seconds = [batch_means[e] for e in sorted(batch_means) if e < epochs]
+    return {"run": str(log), "top1": last["top1"],
+            **{g: statistics.mean(v) if v else None for g, v in groups.items()},
+            "best_on_test": None if len(evals) < epochs else max(e["top1"] for e in evals.values()),
             "epoch_seconds": statistics.median(seconds[1:] or seconds)}
 
 

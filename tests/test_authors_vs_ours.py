@@ -110,3 +110,57 @@ def test_a_label_with_no_runs_is_refused(table, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         table.main()
     assert "--also 'grey': no run directory after the label" in capsys.readouterr().err
+
+
+def ldam_log(tmp_path, epochs: int, evaluated: dict[int, tuple[float, list[float]]],
+             cut_in: int | None = None):
+    """A drive_ldam.py work dir: their stdout (two batch lines an epoch, 10 batches, the
+    evaluations) and the args.txt their code writes; `cut_in`: an earlier start cut in that
+    epoch, which the resumed start trains again."""
+    lines = ["=> creating model 'resnet32'", "cls num list:", "[500, 150, 100, 20, 19]"]
+    for e in range(epochs):
+        if e == cut_in:  # the first start's partial epoch, then the resumed start's header
+            lines += [f"Epoch: [{e}][0/10], lr: 0.01000\tTime 9.000 (9.000)\tData 0.1 (0.1)",
+                      "cls num list:", "[500, 150, 100, 20, 19]"]
+        lines += [f"Epoch: [{e}][0/10], lr: 0.01000\tTime 0.600 (0.600)\tData 0.1 (0.1)",
+                  f"Epoch: [{e}][9/10], lr: 0.01000\tTime 0.400 ({0.5 + e / 10:.3f})\tData 0.1"]
+        if e in evaluated:
+            top1, classes = evaluated[e]
+            lines += [f"val Results: Prec@1 {top1:.3f} Prec@5 99.000 Loss 1.00000",
+                      "val Class Accuracy: [" + ",".join(f"{c:.3f}" for c in classes) + "]"]
+        lines.append(f"Best Prec@1: {max(t for k, (t, _) in evaluated.items() if k <= e):.3f}"
+                     if any(k <= e for k in evaluated) else "Best Prec@1: 0.000")
+    (tmp_path / "log" / "cifar10_resnet32_LDAM_DRW_exp_0.01_x").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "log" / "cifar10_resnet32_LDAM_DRW_exp_0.01_x" / "args.txt").write_text(
+        f"Namespace(dataset='cifar10', epochs={epochs}, start_epoch=0, batch_size=128)")
+    log = tmp_path / "stdout.log"
+    log.write_text("\n".join(lines) + "\n")
+    return log
+
+
+def test_ldam_authors_log_last_epoch_shot_groups_and_epoch_time(table, tmp_path):
+    classes = [0.9, 0.8, 0.7, 0.4, 0.1]  # counts 500, 150 many; 100, 20 medium; 19 few
+    log = ldam_log(tmp_path, 4, {1: (50.0, [0.5] * 5), 3: (58.0, classes)}, cut_in=2)
+    run = table.authors_run(log)
+    assert run["top1"] == pytest.approx(58.0)
+    assert run["many"] == pytest.approx(85.0)   # (90 + 80) / 2
+    assert run["medium"] == pytest.approx(55.0)  # (70 + 40) / 2
+    assert run["few"] == pytest.approx(10.0)
+    assert run["best_on_test"] is None  # only epochs 1 and 3 evaluated
+    # Each epoch's last running mean × 10 batches: 5, 6, 7, 8 s (the cut start's 9 s
+    # replaced by the resumed one's); the median after the first: 7.
+    assert run["epoch_seconds"] == pytest.approx(7.0)
+
+    every = {e: (40.0 + e, [0.5] * 5) for e in range(3)}
+    every[1] = (60.0, [0.5] * 5)
+    assert table.authors_run(ldam_log(tmp_path, 3, every))["best_on_test"] == 60.0
+
+
+def test_ldam_authors_log_unfinished_or_without_args_is_refused_by_name(table, tmp_path):
+    log = ldam_log(tmp_path, 5, {1: (50.0, [0.5] * 5)})
+    with pytest.raises(SystemExit, match=r"stdout.log: not finished \(last epoch trained 4, "
+                                         r"of 0..4\)"):
+        table.authors_run(log)
+    (tmp_path / "log" / "cifar10_resnet32_LDAM_DRW_exp_0.01_x" / "args.txt").unlink()
+    with pytest.raises(SystemExit, match=r"stdout.log: no log/\*/args.txt beside it"):
+        table.authors_run(log)
