@@ -87,8 +87,13 @@ def authors_ldam_run(log: Path, text: str) -> dict:
     if not args:
         raise SystemExit(f"{log}: no log/*/args.txt beside it (their code writes the number of "
                          "epochs there)")
-    epochs = int(re.search(r"\bepochs=(\d+)", args[-1].read_text()).group(1))
-    counts = json.loads(re.search(r"^cls num list:\n(\[[0-9, ]+\])$", text, re.M).group(1))
+    if not (m := re.search(r"\bepochs=(\d+)", args[-1].read_text())):
+        raise SystemExit(f"{args[-1]}: no epochs=N in it (their code writes its arguments there)")
+    epochs = int(m.group(1))
+    if not (m := re.search(r"^cls num list:\n(\[[0-9, ]+\])$", text, re.M)):
+        raise SystemExit(f"{log}: no 'cls num list:' line followed by the class counts "
+                         "(their code prints it before training)")
+    counts = json.loads(m.group(1))
     # Their epochs count from 0; a resumed start repeats the epoch it was cut in, and its
     # evaluation, when there is one, replaces the earlier start's.
     epoch, evals, batch_means = None, {}, {}

@@ -164,3 +164,15 @@ def test_ldam_authors_log_unfinished_or_without_args_is_refused_by_name(table, t
     (tmp_path / "log" / "cifar10_resnet32_LDAM_DRW_exp_0.01_x" / "args.txt").unlink()
     with pytest.raises(SystemExit, match=r"stdout.log: no log/\*/args.txt beside it"):
         table.authors_run(log)
+
+
+def test_ldam_authors_log_without_counts_or_epochs_is_refused_by_name(table, tmp_path):
+    log = ldam_log(tmp_path, 2, {1: (50.0, [0.5] * 5)})
+    args = tmp_path / "log" / "cifar10_resnet32_LDAM_DRW_exp_0.01_x" / "args.txt"
+    args.write_text("Namespace(dataset='cifar10')")
+    with pytest.raises(SystemExit, match=r"args.txt: no epochs=N in it"):
+        table.authors_run(log)
+    args.write_text("Namespace(epochs=2)")
+    log.write_text(log.read_text().replace("cls num list:", "counts:"))
+    with pytest.raises(SystemExit, match=r"stdout.log: no 'cls num list:' line"):
+        table.authors_run(log)
