@@ -94,23 +94,43 @@ class Registry:
             return self.get(name)  # a plugin has just registered it
         return self._entries[name]
 
+    def option_error(self, name: str, options: dict[str, Any], context: Any = ()) -> str | None:
+        """None when ``name``'s constructor takes every key of ``options``; else why not.
+        ``context``: the names the caller fills in itself (not the user's to set)."""
+        constructor = self.get(name)
+        params = inspect.signature(constructor).parameters
+        if isinstance(constructor, type) and constructor.__init__ is _module_init():
+            # A module without an __init__ of its own shows nn.Module's (*args, **kwargs), yet
+            # takes no option: a stale `loss.args` after `--set loss.name=ce` is refused here.
+            params = {}
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return None
+        for key in options:
+            if key not in params:
+                valid = [p for p in params if p not in context]
+                hint = did_you_mean(key, valid) if valid else "it takes none"
+                return f"{self.kind} '{name}' has no option '{key}': {hint}"
+        return None
+
     def create(self, name: str, context: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Build ``name`` with ``kwargs``; values from ``context`` (class counts, feature size, ...)
         are passed only to constructors whose signature names them, so methods that do not need
         class counts never see them."""
         constructor = self.get(name)
+        error = self.option_error(name, kwargs, context or {})
+        if error is not None:
+            raise TypeError(error)
         params = inspect.signature(constructor).parameters
-        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        for key in kwargs:
-            if key not in params and not accepts_any:
-                valid = [p for p in params if p not in (context or {})]
-                raise TypeError(
-                    f"{self.kind} '{name}' has no option '{key}': {did_you_mean(key, valid)}"
-                )
         for key, value in (context or {}).items():
             if key in params and key not in kwargs:
                 kwargs[key] = value
         return constructor(**kwargs)
+
+
+def _module_init() -> Callable[..., Any]:
+    import torch
+
+    return torch.nn.Module.__init__
 
 
 def _load_plugins() -> bool:

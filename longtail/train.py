@@ -79,6 +79,10 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
         atomic_write_text(path, "".join(dumps_strict(row) + "\n" for row in kept))
 
 
+# What build_loss passes to a loss that names it: not options a config sets.
+LOSS_CONTEXT = ("class_counts", "num_classes", "epochs")
+
+
 def check_names(config: Config, pretrained: bool = True) -> None:
     """Every registry name of a config exists (``timm/...`` and ``torchvision/...`` in their
     library) and, with ``pretrained``, ``model.pretrained`` can be had (a resume does not need
@@ -90,6 +94,14 @@ def check_names(config: Config, pretrained: bool = True) -> None:
         hint = registry.hint(name)
         if hint is not None:
             raise ConfigError(f"unknown {registry.kind} '{name}' ({key}): {hint}")
+    # Options too: `--set loss.name=ce` keeps the config's `loss.args` (e.g. a tau), which the
+    # new loss may not take; caught here, not after the data has loaded.
+    error = LOSSES.option_error(config.loss.name, config.loss.args, LOSS_CONTEXT)
+    if error is not None:
+        if "did you mean" not in error:  # more likely another loss's options than a typo
+            error += " (a loss named with --set loss.name=... needs its own loss.args, e.g. " \
+                     "--set 'loss.args={}')"
+        raise ConfigError(f"loss.args: {error}")
     if pretrained:
         check_pretrained(config.model)
 

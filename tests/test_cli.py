@@ -68,6 +68,25 @@ def test_bad_config_key_is_one_line_with_a_suggestion(capsys, tmp_path):
     assert not (tmp_path / "r").exists()  # nothing started
 
 
+def test_loss_options_the_named_loss_does_not_take_are_one_line_before_anything_starts(
+        capsys, tmp_path):
+    # The LA authors' config sets loss.args.tau; switching to ERM by name alone keeps it, and
+    # plain cross-entropy takes no option (its class inherits nn.Module's *args, **kwargs).
+    out = tmp_path / "r"
+    code, _, err = run_main(["train", "cifar10_lt_la_authors", "--set", "loss.name=ce",
+                             "--out", str(out)], capsys)
+    assert code == 2
+    assert err == ("longtail train: error: loss.args: loss 'ce' has no option 'tau': it takes "
+                   "none (a loss named with --set loss.name=... needs its own loss.args, e.g. "
+                   "--set 'loss.args={}')\n")
+    assert not out.exists()
+    code, _, err = run_main(["train", "--set", "loss.name=logit_adjusted",
+                             "--set", "loss.args.tua=1", "--out", str(out)], capsys)
+    assert code == 2
+    assert err == ("longtail train: error: loss.args: loss 'logit_adjusted' has no option "
+                   "'tua': did you mean 'tau'?\n")
+
+
 def test_unknown_config_name(capsys, tmp_path):
     code, _, err = run_main(["train", "quickstrat", "--out", str(tmp_path / "r")], capsys)
     assert code == 2

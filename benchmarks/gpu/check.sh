@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu/check.sh train    # the paper-budget TDE run, bf16 + channels-last, compiled
 #   bash benchmarks/gpu/check.sh la NAME [--set ...]   # issue #11: the LA authors' protocol
 #                                         # (1241 epochs) as run NAME, e.g. `la la_authors_erm
-#                                         # --set loss.name=ce`; resumes runs/gpu/NAME if carried
+#                                         # --set loss.name=ce --set 'loss.args={}'`; resumes runs/gpu/NAME if carried
 # speed and train need gpu_pack/, la gpu_pack_la/ (benchmarks/gpu/pack_split.py; carried:
 # `carry: ["gpu_pack"]` or `["gpu_pack_la", "runs/gpu/NAME"]`). Writes under $OUT (the device tool's folder that comes back) or
 # runs/gpu. Extra arguments go to longtail, e.g. `DEVICE=cpu bash benchmarks/gpu/check.sh train

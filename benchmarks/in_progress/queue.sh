@@ -40,40 +40,13 @@ run() {
 }
 
 # The logit-adjustment authors' protocol (1241 epochs): its LA-loss run has finished
-# (benchmarks/results/la_authors_protocol/); its ERM run (about 9 hours) comes last, after the
-# 3-hour LDAM authors' run.
+# (benchmarks/results/la_authors_protocol/), and so has the LDAM-DRW authors' 200-epoch run that
+# came before in this queue (benchmarks/results/ldam_authors_e200/); its ERM run (about 9 hours)
+# is what is left.
 
-# The LDAM-DRW authors' code on the same JPEG copy, 200 epochs (benchmarks/README.md), when
-# their repository is given: LDAM_AUTHORS=<kaidic/LDAM-DRW checkout>, EXTRA_PATH=<a folder with
-# tensorboardX>. Their checkpoint and logs live in runs/ldam_authors_e200 (save.sh carries it).
-if [ -n "${LDAM_AUTHORS:-}" ]; then
-    work=runs/ldam_authors_e200
-    if [ ! -d "$work" ] && [ -d benchmarks/in_progress/ldam_authors_e200 ]; then
-        cp -r benchmarks/in_progress/ldam_authors_e200 runs/
-    fi
-    # Their code names the folder after its arguments (store_name); there is one.
-    ckpt=$(ls "$work"/checkpoint/*/ckpt.pth.tar 2>/dev/null | head -n 1 || true)
-    [ -d /tmp/cifar/cifar-10-batches-py ] ||
-        python benchmarks/authors_code/make_pickle.py ../shared/data/cifar10-jpeg /tmp/cifar/cifar-10-batches-py
-    done_epochs=0
-    [ -n "$ckpt" ] && done_epochs=$(python -c "import sys, torch; print(torch.load(sys.argv[1], \
-        map_location='cpu', weights_only=True)['epoch'])" "$ckpt")
-    if [ "$done_epochs" -ge 200 ]; then
-        echo "ldam_authors_e200: finished"
-    else
-        resume=()
-        [ "$done_epochs" -gt 0 ] && resume=(--resume "$PWD/$ckpt")  # they chdir to WORK
-        echo "ldam_authors_e200: from epoch $done_epochs ($(date -u +%FT%TZ))"
-        mkdir -p "$work"
-        AUTHORS=$LDAM_AUTHORS PICKLES=/tmp/cifar WORK=$work EVAL_EVERY=10 \
-            python benchmarks/authors_code/drive_ldam.py --loss_type LDAM --train_rule DRW \
-            --seed 1 --rand_number 1 -j 0 --exp_str e200 "${resume[@]}" \
-            >> "$work/stdout.log" 2>&1
-    fi
-fi
 # The authors' grey crop padding (the config's default), unlike the LA-loss run, which started
 # before data.crop_fill existed and pads black: their protocol counts more than the pair, since
 # the grey padding brought ours level with their code at 31 epochs (results/la_authors_vs_ours/).
-run la_authors_erm cifar10_lt_la_authors --set loss.name=ce "${PROTOCOL[@]}"
+run la_authors_erm cifar10_lt_la_authors --set loss.name=ce --set "loss.args={}" "${PROTOCOL[@]}"
 exit
 }
