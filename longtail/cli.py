@@ -20,6 +20,7 @@ EPILOG_TRAIN = """examples:
   longtail train cifar10_lt --nproc 4    # 4 GPUs, as torchrun --nproc_per_node=4 -m longtail train
   longtail train cifar10_lt_cpu_crt --init runs/cifar10_lt_cpu  # decoupling stage 2 (cRT)
   longtail train --import my_heads.py --set model.head=my_head  # a head registered in a file
+  longtail train cifar10_lt --set loss.name=focal --print-config  # what would train, as YAML
 shipped configs: """
 
 
@@ -131,6 +132,11 @@ def _train(args: argparse.Namespace) -> None:
         run_dir = Path(args.out) if args.out else None
     config = (_resume_config(args, run_dir) if args.resume else
               load_config(args.config, args.set, args.imports))
+    if args.print_config:  # what would train, every key resolved; nothing is touched
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return
     if args.nproc is not None:
         _launch_workers(args, config.train.device)
     if run_dir is None:
@@ -301,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "deleted once the new one has started)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config that would train (CONFIG with its base, --set and "
+                   "--import; with --resume the run's own) as YAML, and exit")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train with N processes on this machine, one GPU each on CUDA (re-launches "
                    "itself under torchrun; train.batch_size stays the global batch)")

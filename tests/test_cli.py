@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from longtail.cli import main
 from longtail.config import shipped_configs
@@ -85,6 +86,30 @@ def test_loss_options_the_named_loss_does_not_take_are_one_line_before_anything_
     assert code == 2
     assert err == ("longtail train: error: loss.args: loss 'logit_adjusted' has no option "
                    "'tua': did you mean 'tau'?\n")
+
+
+def test_print_config_shows_the_resolved_config_and_touches_nothing(capsys, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run directory would be runs/<name> here
+    code, out, err = run_main(["train", "cifar10_lt_la_authors", "--set", "loss.name=ce",
+                               "--set", "loss.args={}", "--set", "train.epochs=7",
+                               "--print-config"], capsys)
+    assert code == 0 and err == ""
+    printed = yaml.safe_load(out)
+    assert printed["loss"] == {"name": "ce", "args": {}}
+    assert printed["train"]["epochs"] == 7
+    assert printed["model"]["backbone"] == "resnet32_la"  # from the named config
+    assert not (tmp_path / "runs").exists()
+
+
+def test_print_config_of_a_resumed_run_is_its_own(capsys, tiny_run):
+    run_dir, _ = tiny_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    code, out, _ = run_main(["train", "--resume", "--out", str(run_dir), "--print-config"],
+                            capsys)
+    assert code == 0
+    assert yaml.safe_load(out) == yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
 def test_unknown_config_name(capsys, tmp_path):
