@@ -95,13 +95,20 @@ def check_names(config: Config, pretrained: bool = True) -> None:
         if hint is not None:
             raise ConfigError(f"unknown {registry.kind} '{name}' ({key}): {hint}")
     # Options too: `--set loss.name=ce` keeps the config's `loss.args` (e.g. a tau), which the
-    # new loss may not take; caught here, not after the data has loaded.
-    error = LOSSES.option_error(config.loss.name, config.loss.args, LOSS_CONTEXT)
-    if error is not None:
-        if "did you mean" not in error:  # more likely another loss's options than a typo
-            error += " (a loss named with --set loss.name=... needs its own loss.args, e.g. " \
-                     "--set 'loss.args={}')"
-        raise ConfigError(f"loss.args: {error}")
+    # new part may not take; caught here, not after the data has loaded.
+    for registry, name, options, key, switch, context in (
+            (LOSSES, config.loss.name, config.loss.args, "loss.args", "loss.name",
+             LOSS_CONTEXT),
+            (HEADS, config.model.head, config.model.head_args, "model.head_args", "model.head",
+             ("in_features", "num_classes")),
+            (BACKBONES, config.model.backbone, config.model.backbone_args,
+             "model.backbone_args", "model.backbone", ("in_channels",))):
+        error = registry.option_error(name, options, context)
+        if error is not None:
+            if "did you mean" not in error:  # more likely another part's options than a typo
+                error += (f" (a {registry.kind} named with --set {switch}=... needs its own "
+                          f"{key}, e.g. --set '{key}={{}}')")
+            raise ConfigError(f"{key}: {error}")
     if pretrained:
         check_pretrained(config.model)
 

@@ -88,6 +88,22 @@ def test_loss_options_the_named_loss_does_not_take_are_one_line_before_anything_
                    "'tua': did you mean 'tau'?\n")
 
 
+def test_head_and_backbone_options_the_named_part_does_not_take_are_one_line(capsys, tmp_path):
+    out = tmp_path / "r"
+    # cifar10_lt_tde's causal-norm head has num_heads, tau, ...; a plain linear head has not.
+    code, _, err = run_main(["train", "cifar10_lt_tde", "--set", "model.head=linear",
+                             "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("longtail train: error: model.head_args: head 'linear' has no option ")
+    assert "valid: bias, init_std" in err  # in_features and num_classes are not the user's
+    assert "--set 'model.head_args={}'" in err
+    code, _, err = run_main(["train", "--set", "model.backbone_args.wdth=3", "--out", str(out)],
+                            capsys)
+    assert err == ("longtail train: error: model.backbone_args: backbone 'small_cnn' has no "
+                   "option 'wdth': did you mean 'width'?\n")
+    assert not out.exists()
+
+
 def test_print_config_shows_the_resolved_config_and_touches_nothing(capsys, tmp_path,
                                                                     monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default run directory would be runs/<name> here
