@@ -41,7 +41,7 @@ run() {
 
 # The logit-adjustment authors' protocol (1241 epochs): its LA-loss run has finished
 # (benchmarks/results/la_authors_protocol/), and so has the LDAM-DRW authors' 200-epoch run that
-# came before in this queue (benchmarks/results/ldam_authors_e200/); its ERM run (about 9 hours)
+# came before in this queue (benchmarks/results/ldam_authors_e200/); its ERM run (about 10 hours)
 # is what is left.
 
 # The authors' grey crop padding (the config's default), unlike the LA-loss run, which started

@@ -3,7 +3,7 @@
 # committed and resumed in another session: a longtail run directory without the live
 # process's lock, or the LDAM authors' run (queue.sh) without its link to the data.
 #
-#   bash benchmarks/in_progress/save.sh la_authors_protocol
+#   bash benchmarks/in_progress/save.sh la_authors_erm
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 name=${1:?usage: save.sh RUN_NAME (a folder in runs/)}
