@@ -102,7 +102,9 @@ def check_names(config: Config, pretrained: bool = True) -> None:
             (HEADS, config.model.head, config.model.head_args, "model.head_args", "model.head",
              ("in_features", "num_classes")),
             (BACKBONES, config.model.backbone, config.model.backbone_args,
-             "model.backbone_args", "model.backbone", ("in_channels",))):
+             "model.backbone_args", "model.backbone", ("in_channels",)),
+            (SAMPLERS, config.train.sampler, config.train.sampler_args, "train.sampler_args",
+             "train.sampler", ("labels", "num_classes", "epochs"))):
         error = registry.option_error(name, options, context)
         if error is not None:
             if "did you mean" not in error:  # more likely another part's options than a typo

@@ -88,7 +88,8 @@ def test_loss_options_the_named_loss_does_not_take_are_one_line_before_anything_
                    "'tua': did you mean 'tau'?\n")
 
 
-def test_head_and_backbone_options_the_named_part_does_not_take_are_one_line(capsys, tmp_path):
+def test_head_backbone_sampler_options_the_named_part_does_not_take_are_one_line(
+        capsys, tmp_path):
     out = tmp_path / "r"
     # cifar10_lt_tde's causal-norm head has num_heads, tau, ...; a plain linear head has not.
     code, _, err = run_main(["train", "cifar10_lt_tde", "--set", "model.head=linear",
@@ -101,6 +102,10 @@ def test_head_and_backbone_options_the_named_part_does_not_take_are_one_line(cap
                             capsys)
     assert err == ("longtail train: error: model.backbone_args: backbone 'small_cnn' has no "
                    "option 'wdth': did you mean 'width'?\n")
+    code, _, err = run_main(["train", "--set", "train.sampler=class_aware", "--set",
+                             "train.sampler_args.num_samples_clss=4", "--out", str(out)], capsys)
+    assert err == ("longtail train: error: train.sampler_args: sampler 'class_aware' has no "
+                   "option 'num_samples_clss': did you mean 'num_samples_cls'?\n")
     assert not out.exists()
 
 
