@@ -87,30 +87,28 @@ def check_names(config: Config, pretrained: bool = True) -> None:
     """Every registry name of a config exists (``timm/...`` and ``torchvision/...`` in their
     library) and, with ``pretrained``, ``model.pretrained`` can be had (a resume does not need
     it: its checkpoint has the weights): caught before a run directory is touched."""
-    for registry, name, key in ((BACKBONES, config.model.backbone, "model.backbone"),
-                                (HEADS, config.model.head, "model.head"),
-                                (LOSSES, config.loss.name, "loss.name"),
-                                (SAMPLERS, config.train.sampler, "train.sampler")):
+    # Each part: its registry, name and key, its options and their key, and the names the
+    # code fills in itself (not the user's to set).
+    parts = ((BACKBONES, config.model.backbone, "model.backbone", config.model.backbone_args,
+              "model.backbone_args", ("in_channels",)),
+             (HEADS, config.model.head, "model.head", config.model.head_args, "model.head_args",
+              ("in_features", "num_classes")),
+             (LOSSES, config.loss.name, "loss.name", config.loss.args, "loss.args", LOSS_CONTEXT),
+             (SAMPLERS, config.train.sampler, "train.sampler", config.train.sampler_args,
+              "train.sampler_args", ("labels", "num_classes", "epochs")))
+    for registry, name, key, *_ in parts:
         hint = registry.hint(name)
         if hint is not None:
             raise ConfigError(f"unknown {registry.kind} '{name}' ({key}): {hint}")
     # Options too: `--set loss.name=ce` keeps the config's `loss.args` (e.g. a tau), which the
     # new part may not take; caught here, not after the data has loaded.
-    for registry, name, options, key, switch, context in (
-            (LOSSES, config.loss.name, config.loss.args, "loss.args", "loss.name",
-             LOSS_CONTEXT),
-            (HEADS, config.model.head, config.model.head_args, "model.head_args", "model.head",
-             ("in_features", "num_classes")),
-            (BACKBONES, config.model.backbone, config.model.backbone_args,
-             "model.backbone_args", "model.backbone", ("in_channels",)),
-            (SAMPLERS, config.train.sampler, config.train.sampler_args, "train.sampler_args",
-             "train.sampler", ("labels", "num_classes", "epochs"))):
+    for registry, name, key, options, options_key, context in parts:
         error = registry.option_error(name, options, context)
         if error is not None:
             if "did you mean" not in error:  # more likely another part's options than a typo
-                error += (f" (a {registry.kind} named with --set {switch}=... needs its own "
-                          f"{key}, e.g. --set '{key}={{}}')")
-            raise ConfigError(f"{key}: {error}")
+                error += (f" (a {registry.kind} named with --set {key}=... needs its own "
+                          f"{options_key}, e.g. --set '{options_key}={{}}')")
+            raise ConfigError(f"{options_key}: {error}")
     if pretrained:
         check_pretrained(config.model)
 
